@@ -1,0 +1,1 @@
+"""Streaming early warning of sheet breaks: Kafka consumer, windows, scoring, alerts."""
