@@ -1,0 +1,169 @@
+"""Model bundles (one folder per version) and the registry that points at the current one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamer.episodes import EpisodePolicy
+from streamer.errors import BundleError, DataError
+from streamer.features import FeatureSpec, Scaler
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.keras"
+REPORT_DIR = "report"
+CURRENT_FILE = "CURRENT"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle manifest: everything needed to preprocess and score like training did."""
+
+    path: Path
+    manifest: Mapping[str, Any]
+    spec: FeatureSpec
+    scaler: Scaler
+    lookback: int
+    threshold: float
+    episode_policy: EpisodePolicy
+    max_gap_minutes: float
+    horizon_minutes: float
+
+    @property
+    def version(self) -> str:
+        """The bundle's version name."""
+        return str(self.manifest["version"])
+
+    @property
+    def model_path(self) -> Path:
+        """Where the Keras model file lies."""
+        return self.path / str(self.manifest["model"]["file"])
+
+
+def load_bundle(path: str | Path, expected_features: Sequence[str] | None = None) -> Bundle:
+    """Read and check a bundle folder; refuse it if it does not match ``expected_features``."""
+    folder = Path(path)
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"{folder}: no {MANIFEST_FILE}; is this a model bundle folder?")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+    try:
+        bundle = _bundle_from_manifest(folder, manifest)
+    except (KeyError, TypeError, ValueError, DataError) as exc:
+        raise BundleError(f"{manifest_path}: incomplete or invalid manifest ({exc!r})") from exc
+    if not bundle.model_path.is_file():
+        raise BundleError(f"{folder}: model file {bundle.model_path.name} is missing")
+    if expected_features is not None and tuple(expected_features) != bundle.spec.feature_names:
+        raise BundleError(
+            f"{folder}: bundle features ({len(bundle.spec.feature_names)}) do not match the "
+            f"expected features ({len(expected_features)}); retrain on this feature set"
+        )
+    return bundle
+
+
+def _bundle_from_manifest(folder: Path, manifest: Mapping[str, Any]) -> Bundle:
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"format_version {manifest.get('format_version')} != {FORMAT_VERSION}")
+    spec = FeatureSpec.from_dict(manifest["features"])
+    scaler = Scaler.from_dict(manifest["scaler"])
+    if scaler.mean.shape != (len(spec.feature_names),) or scaler.scale.shape != scaler.mean.shape:
+        raise ValueError("scaler length differs from the number of features")
+    preprocessing = manifest["preprocessing"]
+    return Bundle(
+        path=folder,
+        manifest=manifest,
+        spec=spec,
+        scaler=scaler,
+        lookback=int(preprocessing["lookback"]),
+        threshold=float(manifest["threshold"]["value"]),
+        episode_policy=EpisodePolicy(clear_rows=int(manifest["episodes"]["clear_rows"])),
+        max_gap_minutes=float(preprocessing["max_gap_minutes"]),
+        horizon_minutes=float(manifest["labels"]["horizon_minutes"]),
+    )
+
+
+class Registry:
+    """A folder of bundle versions plus a ``CURRENT`` pointer, both changed atomically."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def versions(self) -> list[str]:
+        """Complete bundle versions, oldest first (names sort by creation time)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_FILE).is_file()
+        )
+
+    def current(self) -> str | None:
+        """The version the pointer names, or None for an empty registry."""
+        pointer = self.root / CURRENT_FILE
+        if not pointer.is_file():
+            return None
+        return pointer.read_text(encoding="utf-8").strip() or None
+
+    def current_path(self) -> Path:
+        """Folder of the current bundle; a clear error if there is none."""
+        version = self.current()
+        if version is None:
+            raise BundleError(f"registry {self.root} has no current model; train one first")
+        return self.root / version
+
+    def write(self, version: str, fill: Callable[[Path], None]) -> Path:
+        """Create bundle ``version``: ``fill`` writes into a hidden folder that is then renamed."""
+        final = self.root / version
+        if final.exists():
+            raise BundleError(f"{final} already exists; versions are never overwritten")
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".incoming-{version}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            fill(staging)
+            _fsync_tree(staging)
+            staging.rename(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(self.root)
+        return final
+
+    def set_current(self, version: str) -> None:
+        """Point ``CURRENT`` at ``version`` with one atomic rename."""
+        if version not in self.versions():
+            raise BundleError(f"registry {self.root} has no complete version {version!r}")
+        temp = self.root / f".{CURRENT_FILE}.{uuid.uuid4().hex[:8]}"
+        with temp.open("w", encoding="utf-8") as handle:
+            handle.write(version + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        temp.replace(self.root / CURRENT_FILE)
+        _fsync_dir(self.root)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

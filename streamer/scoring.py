@@ -1,0 +1,57 @@
+"""Reconstruction scoring with a bundle's Keras model: batched, through one compiled function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.errors import BundleError
+
+
+class Scorer:
+    """Scores scaled windows by the mean squared reconstruction error of their last step."""
+
+    def __init__(self, model: Any, lookback: int, batch_size: int = 1024) -> None:
+        import tensorflow as tf  # noqa: PLC0415  (TensorFlow only where a model runs)
+
+        self.model = model
+        self.batch_size = batch_size
+        steps, width = model.input_shape[1], model.input_shape[2]
+        if steps is not None and steps != lookback:
+            raise BundleError(f"the model takes windows of {steps} rows, not {lookback}")
+        self.lookback, self.width = lookback, int(width)
+        spec = tf.TensorSpec(shape=(None, self.lookback, self.width), dtype=tf.float32)
+        self._reconstruct = tf.function(
+            lambda x: model(x, training=False)[:, -1, :], input_signature=[spec]
+        )
+
+    @classmethod
+    def load(cls, model_path: Path, lookback: int, batch_size: int = 1024) -> Scorer:
+        """Load a ``.keras`` model in safe mode (no code from the file is ever run)."""
+        import keras  # noqa: PLC0415
+
+        try:
+            model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        except Exception as exc:
+            raise BundleError(f"{model_path}: the model does not load ({exc})") from exc
+        return cls(model, lookback, batch_size=batch_size)
+
+    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
+        """The model's reconstruction of each window's last step, shaped (samples, features)."""
+        if windows.ndim != 3 or windows.shape[1:] != (self.lookback, self.width):
+            raise ValueError(
+                f"windows of shape {windows.shape} do not fit the model's "
+                f"(batch, {self.lookback}, {self.width})"
+            )
+        out = np.empty((windows.shape[0], self.width), dtype=np.float32)
+        for start in range(0, windows.shape[0], self.batch_size):
+            chunk = np.ascontiguousarray(windows[start : start + self.batch_size], np.float32)
+            out[start : start + len(chunk)] = self._reconstruct(chunk).numpy()
+        return out
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and per-feature squared errors at the last step of each window."""
+        errors = np.square(windows[:, -1, :] - self.reconstruct(windows))
+        return errors.mean(axis=1), errors
