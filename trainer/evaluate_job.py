@@ -1,0 +1,84 @@
+"""The evaluate job: a bundle, labelled rows, and the plant-level figures."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from streamer.bundle import Bundle, Registry, load_bundle
+from streamer.errors import BundleError, DataError
+from streamer.labels import Horizon
+from streamer.scoring import Scorer
+from trainer.data import MACHINE, TIME, DataOptions, Table, read_table
+from trainer.evaluate import judge, score_rows
+from trainer.prepare import Prepared, prepare
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(
+    bundle_dir: Path | None,
+    registry: Path | None,
+    data: tuple[str, ...],
+    options: DataOptions,
+    from_time: str | None = None,
+    min_lead: float = 2.0,
+    max_lead: float = 20.0,
+    scores_out: Path | None = None,
+) -> dict[str, Any]:
+    """Score ``data`` with the bundle (or the registry's current one) and judge the scores."""
+    folder = bundle_dir if bundle_dir is not None else Registry(registry or ".").current_path()
+    bundle = load_bundle(folder)
+    table = read_table(data, options)
+    check_sensors(bundle, table)
+    prepared = prepare(table, bundle.spec, Horizon(minutes=bundle.horizon_minutes),
+                       options.label_mode, bundle.max_gap_minutes)
+    scores = score_rows(prepared, bundle.scaler, bundle.lookback, Scorer.load(bundle.model_path, bundle.lookback))
+    mask = np.ones(len(prepared), dtype=bool)
+    if from_time is not None:
+        mask = prepared.times >= _minutes(from_time)
+        if not mask.any():
+            raise DataError(f"--from {from_time}: no rows at or after it")
+    judged = judge(prepared, scores, mask, bundle.threshold, bundle.episode_policy,
+                   min_lead, max_lead)
+    if scores_out is not None:
+        write_scores(scores_out, table, prepared, scores, mask, bundle.threshold)
+    return {**judged.figures, "bundle": str(folder), "model_version": bundle.version}
+
+
+def check_sensors(bundle: Bundle, table: Table) -> None:
+    """Refuse data that lacks sensors the bundle was trained on."""
+    missing = [s for s in bundle.spec.sensors if s not in table.sensors]
+    if missing:
+        raise BundleError(
+            f"bundle {bundle.version} expects {len(bundle.spec.sensors)} sensors; the data lacks "
+            f"{len(missing)} of them ({', '.join(missing[:5])}): it is from another feature set"
+        )
+
+
+def write_scores(path: Path, table: Table, prepared: Prepared, scores: np.ndarray,
+                 mask: np.ndarray, threshold: float) -> None:
+    """One CSV row per judged row: time, machine, score, threshold, alert flag and label."""
+    rows = table.frame.iloc[prepared.source_index]
+    frame = pd.DataFrame({
+        "time": rows[TIME].to_numpy(), "machine_id": rows[MACHINE].to_numpy(),
+        "score": scores, "threshold": threshold,
+        "alert": (np.nan_to_num(scores, nan=-np.inf) >= threshold).astype(int),
+        "label": prepared.labels,
+    })[mask]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    log.info("wrote %d scored rows to %s", len(frame), path)
+
+
+def _minutes(text: str) -> float:
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError as exc:
+        raise DataError(f"--from {text!r} is not a time") from exc
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.value / 6e10
