@@ -10,15 +10,23 @@ from typing import Any
 class EnvFlags:
     """Adds flags to a parser, each with an environment variable as its fallback default."""
 
-    def __init__(self, parser: argparse.ArgumentParser | Any, environ: Mapping[str, str],
-                 prefix: str) -> None:
+    def __init__(
+        self, parser: argparse.ArgumentParser | Any, environ: Mapping[str, str], prefix: str
+    ) -> None:
         self.parser = parser
         self.environ = environ
         self.prefix = prefix
 
-    def add(self, flag: str, *, help: str, default: Any = None,
-            type: Callable[[str], Any] | None = None, secret: bool = False,
-            **kwargs: Any) -> None:
+    def add(
+        self,
+        flag: str,
+        *,
+        help: str,
+        default: Any = None,
+        type: Callable[[str], Any] | None = None,
+        secret: bool = False,
+        **kwargs: Any,
+    ) -> None:
         """Add ``flag``; its env name is the prefix plus the flag in capitals."""
         env = self.prefix + flag.lstrip("-").replace("-", "_").upper()
         if env in self.environ:
@@ -42,8 +50,9 @@ def comma_ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
-                                         "integers") from exc
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from exc
 
 
 def comma_names(text: str) -> tuple[str, ...]:

@@ -12,8 +12,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEV_CSV = SHARED_DATA / "processminer-sheet-breaks-dev.csv"
 
 
-def synthetic_plant(rows: int = 1500, sensors: int = 6, every: int = 120, seed: int = 7
-                    ) -> pd.DataFrame:
+def synthetic_plant(
+    rows: int = 1500, sensors: int = 6, every: int = 120, seed: int = 7
+) -> pd.DataFrame:
     """Correlated sensors every 2 minutes, a break every ``every`` rows, each preceded by
     three rows whose sensors break their usual correlation, more and more."""
     rng = np.random.default_rng(seed)

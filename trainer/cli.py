@@ -21,8 +21,15 @@ from trainer.threshold import OBJECTIVES
 
 log = logging.getLogger("trainer")
 
-JSON_KEYS = ("roc_auc", "pr_auc", "event_recall", "median_lead_minutes",
-             "false_alarm_episodes_per_day", "breaks", "rows")
+JSON_KEYS = (
+    "roc_auc",
+    "pr_auc",
+    "event_recall",
+    "median_lead_minutes",
+    "false_alarm_episodes_per_day",
+    "breaks",
+    "rows",
+)
 ENV_PREFIX = "TRAINER_"
 
 
@@ -35,8 +42,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fit = commands.add_parser("fit", help="train a model and write a bundle to the registry",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fit = commands.add_parser(
+        "fit",
+        help="train a model and write a bundle to the registry",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     _data_flags(EnvFlags(fit, environ, ENV_PREFIX), sample=True)
     _fit_flags(EnvFlags(fit, environ, ENV_PREFIX))
     _judge_flags(EnvFlags(fit, environ, ENV_PREFIX))
@@ -47,26 +57,42 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flags.add("--registry", type=Path, help="registry folder: use its current bundle")
     _data_flags(flags, sample=False)
     _judge_flags(flags)
-    flags.add("--from", dest="from_time", help="judge only rows from this time on (earlier rows "
-              "are context for windows)")
-    flags.add("--scores-out", type=Path, help="write a CSV of time, machine, score, threshold, "
-              "alert and label per row")
+    flags.add(
+        "--from",
+        dest="from_time",
+        help="judge only rows from this time on (earlier rows are context for windows)",
+    )
+    flags.add(
+        "--scores-out",
+        type=Path,
+        help="write a CSV of time, machine, score, threshold, alert and label per row",
+    )
     return parser
 
 
 def _data_flags(flags: EnvFlags, sample: bool) -> None:
     flags.add("--data", nargs="+", default=[], help="CSV or Parquet files, folders or globs")
     if sample:
-        flags.add("--sample", action="store_true", help="train on simulated plant history "
-                  "instead of files (no data needed)")
+        flags.add(
+            "--sample",
+            action="store_true",
+            help="train on simulated plant history instead of files (no data needed)",
+        )
         flags.add("--sample-machines", type=int, default=3, help="machines in the sample")
         flags.add("--sample-days", type=float, default=6.0, help="days of sample history")
     flags.add("--time-column", help="time column (default: time, ts or timestamp)")
-    flags.add("--time-format", help="strptime format of the time column, e.g. %%m/%%d/%%y "
-              "%%H:%%M (default: detect; numbers are epoch milliseconds)")
+    flags.add(
+        "--time-format",
+        help="strptime format of the time column, e.g. %%m/%%d/%%y "
+        "%%H:%%M (default: detect; numbers are epoch milliseconds)",
+    )
     flags.add("--label-column", help="label column (default: y, break or label)")
-    flags.add("--label-mode", default="event", choices=("event", "interval"),
-              help="event: 1 marks the row a break happened; interval: 1 marks anomalous rows")
+    flags.add(
+        "--label-mode",
+        default="event",
+        choices=("event", "interval"),
+        help="event: 1 marks the row a break happened; interval: 1 marks anomalous rows",
+    )
     flags.add("--machine-column", help="machine id column (default: machine_id if present)")
     flags.add("--drop", type=comma_names, default=(), help="comma-separated columns to ignore")
     flags.add("--separator", default=",", help="CSV field separator")
@@ -76,47 +102,91 @@ def _fit_flags(flags: EnvFlags) -> None:
     flags.add("--registry", type=Path, default=Path("registry"), help="registry folder")
     flags.add("--model", default="lstm", choices=MODEL_KINDS, help="autoencoder kind")
     flags.add("--units", type=comma_ints, help="layer sizes (default: lstm 5,16,1; dense 32,16,16)")
-    flags.add("--lookback", type=int, default=5, help="rows per window (dense and pca score each window's last row)")
-    flags.add("--horizon-minutes", type=float, default=4.0, help="label the rows this many "
-              "minutes before a break positive")
+    flags.add(
+        "--lookback",
+        type=int,
+        default=5,
+        help="rows per window (dense and pca score each window's last row)",
+    )
+    flags.add(
+        "--horizon-minutes",
+        type=float,
+        default=4.0,
+        help="label the rows this many minutes before a break positive",
+    )
     flags.add("--horizon-rows", type=int, help="label this many rows before a break instead")
-    flags.add("--categorical", default="auto", help="auto (integer sensors with few levels), "
-              "none, or comma-separated names")
-    flags.add("--categorical-mode", default="drop", choices=("drop", "onehot"),
-              help="drop categoricals (the articles) or one-hot encode them")
-    flags.add("--max-gap-minutes", type=float, help="a longer gap restarts the window "
-              "(default: 5 sampling intervals)")
-    flags.add("--split", default="chronological", choices=PROTOCOLS,
-              help="chronological: later days validate and test; random: the articles' split")
+    flags.add(
+        "--categorical",
+        default="auto",
+        help="auto (integer sensors with few levels), none, or comma-separated names",
+    )
+    flags.add(
+        "--categorical-mode",
+        default="drop",
+        choices=("drop", "onehot"),
+        help="drop categoricals (the articles) or one-hot encode them",
+    )
+    flags.add(
+        "--max-gap-minutes",
+        type=float,
+        help="a longer gap restarts the window (default: 5 sampling intervals)",
+    )
+    flags.add(
+        "--split",
+        default="chronological",
+        choices=PROTOCOLS,
+        help="chronological: later days validate and test; random: the articles' split",
+    )
     flags.add("--test-fraction", type=float, default=0.2, help="share of rows for test")
     flags.add("--val-fraction", type=float, default=0.2, help="share of the rest for validation")
     flags.add("--split-seed", type=int, default=123, help="seed of the random split")
     flags.add("--train-end", help="training part ends here: a time or a number of rows")
-    flags.add("--objective", default="events", choices=tuple(OBJECTIVES),
-              help="how the threshold is chosen on validation: " + "; ".join(
-                  f"{k}: {v}" for k, v in OBJECTIVES.items()))
-    flags.add("--budget", type=float, default=2.0, help="false-alarm episodes per day allowed "
-              "(objective events)")
-    flags.add("--target-fpr", type=float, default=0.05, help="row false-positive rate "
-              "(objective fpr)")
+    flags.add(
+        "--objective",
+        default="events",
+        choices=tuple(OBJECTIVES),
+        help="how the threshold is chosen on validation: "
+        + "; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()),
+    )
+    flags.add(
+        "--budget",
+        type=float,
+        default=2.0,
+        help="false-alarm episodes per day allowed (objective events)",
+    )
+    flags.add(
+        "--target-fpr", type=float, default=0.05, help="row false-positive rate (objective fpr)"
+    )
     flags.add("--epochs", type=int, default=300, help="most epochs (early stopping ends sooner)")
     flags.add("--patience", type=int, default=15, help="epochs without improvement before stop")
     flags.add("--batch-size", type=int, help="training batch (default: lstm 64, dense 128)")
     flags.add("--learning-rate", type=float, help="Adam step (default: lstm 1e-4, dense 1e-3)")
     flags.add("--pca-variance", type=float, default=0.9, help="variance kept by the PCA model")
-    flags.add("--clear-rows", type=int, default=3, help="rows below threshold that close an "
-              "alert episode")
+    flags.add(
+        "--clear-rows", type=int, default=3, help="rows below threshold that close an alert episode"
+    )
     flags.add("--seed", type=int, default=0, help="first training seed")
-    flags.add("--seeds", type=int, default=1, help="train this many seeds; report mean and "
-              "spread (the bundle keeps the first)")
-    flags.add("--promote", action="store_true", help="make the new bundle current (an empty "
-              "registry always takes it)")
+    flags.add(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train this many seeds; report mean and spread (the bundle keeps the first)",
+    )
+    flags.add(
+        "--promote",
+        action="store_true",
+        help="make the new bundle current (an empty registry always takes it)",
+    )
     flags.add("--no-progress", action="store_true", help="no progress bar")
 
 
 def _judge_flags(flags: EnvFlags) -> None:
-    flags.add("--min-lead", type=float, default=2.0, help="a warning must come at least this "
-              "many minutes before the break")
+    flags.add(
+        "--min-lead",
+        type=float,
+        default=2.0,
+        help="a warning must come at least this many minutes before the break",
+    )
     flags.add("--max-lead", type=float, default=20.0, help="and at most this many minutes")
     flags.add("--json", action="store_true", help="end the output with one JSON line")
 
@@ -126,8 +196,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     # TensorFlow's C++ start-up notices are noise to a user of this tool.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser(os.environ if environ is None else environ).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         figures = _fit(args) if args.command == "fit" else _evaluate(args)
     except SheetBreakError as exc:
@@ -141,16 +214,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 def _data_options(args: argparse.Namespace, label_mode: str | None = None) -> DataOptions:
     return DataOptions(
-        time_column=args.time_column, time_format=args.time_format,
-        label_column=args.label_column, label_mode=label_mode or args.label_mode,
-        machine_column=args.machine_column, drop_columns=tuple(args.drop),
+        time_column=args.time_column,
+        time_format=args.time_format,
+        label_column=args.label_column,
+        label_mode=label_mode or args.label_mode,
+        machine_column=args.machine_column,
+        drop_columns=tuple(args.drop),
         separator=args.separator,
     )
 
 
 def _sample_table(machines: int, days: float, seed: int) -> Table:
     from streamer.simulate import PlantParams, simulate_history  # noqa: PLC0415
-
     from trainer.data import LABEL, MACHINE, TIME  # noqa: PLC0415
 
     frame = simulate_history(PlantParams.load(), machines=machines, days=days, seed=seed)
@@ -164,31 +239,60 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.data and not args.sample:
         raise SheetBreakError("give --data PATH... or --sample")
-    categorical: str | tuple[str, ...] = args.categorical
-    if categorical not in ("auto", "none"):
-        categorical = comma_names(categorical)
-    horizon = Horizon(minutes=None, rows=args.horizon_rows) if args.horizon_rows else Horizon(
-        minutes=args.horizon_minutes)
-    settings = FitSettings(
-        data=tuple(args.data), registry=args.registry, data_options=_data_options(args),
-        model=ModelConfig(kind=args.model, units=args.units, epochs=args.epochs,
-                          batch_size=args.batch_size, learning_rate=args.learning_rate,
-                          patience=args.patience, pca_variance=args.pca_variance),
-        lookback=args.lookback, horizon=horizon, categorical=categorical,
-        categorical_mode=args.categorical_mode, max_gap_minutes=args.max_gap_minutes,
-        protocol=args.split, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
-        split_seed=args.split_seed, train_end=args.train_end, objective=args.objective,
-        budget=args.budget, target_fpr=args.target_fpr, min_lead=args.min_lead,
-        max_lead=args.max_lead, clear_rows=args.clear_rows, seed=args.seed, seeds=args.seeds,
-        promote=args.promote, progress=not args.no_progress,
+    given: str = args.categorical
+    categorical = given if given in ("auto", "none") else comma_names(given)
+    horizon = (
+        Horizon(minutes=None, rows=args.horizon_rows)
+        if args.horizon_rows
+        else Horizon(minutes=args.horizon_minutes)
     )
-    table = _sample_table(args.sample_machines, args.sample_days, args.seed) if args.sample \
-        else None
+    settings = FitSettings(
+        data=tuple(args.data),
+        registry=args.registry,
+        data_options=_data_options(args),
+        model=ModelConfig(
+            kind=args.model,
+            units=args.units,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            patience=args.patience,
+            pca_variance=args.pca_variance,
+        ),
+        lookback=args.lookback,
+        horizon=horizon,
+        categorical=categorical,
+        categorical_mode=args.categorical_mode,
+        max_gap_minutes=args.max_gap_minutes,
+        protocol=args.split,
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
+        split_seed=args.split_seed,
+        train_end=args.train_end,
+        objective=args.objective,
+        budget=args.budget,
+        target_fpr=args.target_fpr,
+        min_lead=args.min_lead,
+        max_lead=args.max_lead,
+        clear_rows=args.clear_rows,
+        seed=args.seed,
+        seeds=args.seeds,
+        promote=args.promote,
+        progress=not args.no_progress,
+    )
+    table = (
+        _sample_table(args.sample_machines, args.sample_days, args.seed) if args.sample else None
+    )
     result = fit(settings, table=table)
     log.info("bundle %s written%s", result.bundle, " and made current" if result.promoted else "")
-    return {**{k: result.figures.get(k) for k in JSON_KEYS}, "bundle": str(result.bundle),
-            "version": result.version, "promoted": result.promoted, "test": result.figures,
-            "over_seeds": result.seeds}
+    return {
+        **{k: result.figures.get(k) for k in JSON_KEYS},
+        "bundle": str(result.bundle),
+        "version": result.version,
+        "promoted": result.promoted,
+        "test": result.figures,
+        "over_seeds": result.seeds,
+    }
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,26 +302,42 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise SheetBreakError("give --data PATH... to evaluate on")
     if args.bundle is None and args.registry is None:
         raise SheetBreakError("give --bundle DIR or --registry DIR")
-    figures = evaluate(args.bundle, args.registry, tuple(args.data), _data_options(args),
-                       args.from_time, args.min_lead, args.max_lead, args.scores_out)
+    figures = evaluate(
+        args.bundle,
+        args.registry,
+        tuple(args.data),
+        _data_options(args),
+        args.from_time,
+        args.min_lead,
+        args.max_lead,
+        args.scores_out,
+    )
     return {**{k: figures.get(k) for k in JSON_KEYS}, "evaluation": figures}
 
 
 def _print_figures(out: Mapping[str, Any]) -> None:
     figures = out.get("test") or out.get("evaluation") or {}
     print(f"rows judged:                {figures.get('rows')}")
-    print(f"ROC AUC / PR AUC:           {figures.get('roc_auc')} "
-          f"(95% CI {figures.get('roc_auc_ci')}) / {figures.get('pr_auc')}")
-    print(f"breaks warned 2-20 min:     {figures.get('breaks_warned')} of {figures.get('breaks')} "
-          f"(recall {figures.get('event_recall')}, CI {figures.get('event_recall_ci')})")
+    print(
+        f"ROC AUC / PR AUC:           {figures.get('roc_auc')} "
+        f"(95% CI {figures.get('roc_auc_ci')}) / {figures.get('pr_auc')}"
+    )
+    print(
+        f"breaks warned 2-20 min:     {figures.get('breaks_warned')} of {figures.get('breaks')} "
+        f"(recall {figures.get('event_recall')}, CI {figures.get('event_recall_ci')})"
+    )
     print(f"median lead (minutes):      {figures.get('median_lead_minutes')}")
     print(f"false-alarm episodes/day:   {figures.get('false_alarm_episodes_per_day')}")
-    print(f"row recall / FPR:           {figures.get('recall')} / {figures.get('fpr')} "
-          f"at threshold {figures.get('threshold')}")
+    print(
+        f"row recall / FPR:           {figures.get('recall')} / {figures.get('fpr')} "
+        f"at threshold {figures.get('threshold')}"
+    )
     seeds = out.get("over_seeds")
     if seeds and len(seeds["seeds"]) > 1:
         auc = seeds["roc_auc"]
-        print(f"over seeds {seeds['seeds']}: ROC AUC mean {auc['mean']:.4f} sd {auc['sd']:.4f} "
-              f"values {[round(v, 4) for v in auc['values']]}")
+        print(
+            f"over seeds {seeds['seeds']}: ROC AUC mean {auc['mean']:.4f} sd {auc['sd']:.4f} "
+            f"values {[round(v, 4) for v in auc['values']]}"
+        )
     if "bundle" in out:
         print(f"bundle:                     {out['bundle']}")

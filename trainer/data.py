@@ -126,18 +126,26 @@ def _read_one(path: Path, options: DataOptions) -> pd.DataFrame:
     return frame
 
 
-def _pick(frame: pd.DataFrame, given: str | None, candidates: Sequence[str], what: str,
-          flag: str, path: Path) -> str:
+def _pick(
+    frame: pd.DataFrame,
+    given: str | None,
+    candidates: Sequence[str],
+    what: str,
+    flag: str,
+    path: Path,
+) -> str:
     if given is not None:
         if given not in frame.columns:
-            raise DataError(f"{path}: no {what} column {given!r}; columns are "
-                            f"{_columns_text(frame)}")
+            raise DataError(
+                f"{path}: no {what} column {given!r}; columns are {_columns_text(frame)}"
+            )
         return given
     for name in candidates:
         if name in frame.columns:
             return name
-    raise DataError(f"{path}: no {what} column (looked for {list(candidates)}); "
-                    f"name it with {flag}")
+    raise DataError(
+        f"{path}: no {what} column (looked for {list(candidates)}); name it with {flag}"
+    )
 
 
 def _columns_text(frame: pd.DataFrame) -> str:
@@ -146,10 +154,12 @@ def _columns_text(frame: pd.DataFrame) -> str:
 
 
 def _normalise(frame: pd.DataFrame, path: Path, options: DataOptions) -> pd.DataFrame:
-    time_col = _pick(frame, options.time_column, ("time", "ts", "timestamp"), "time",
-                     "--time-column", path)
-    label_col = _pick(frame, options.label_column, ("y", "break", "label"), "label",
-                      "--label-column", path)
+    time_col = _pick(
+        frame, options.time_column, ("time", "ts", "timestamp"), "time", "--time-column", path
+    )
+    label_col = _pick(
+        frame, options.label_column, ("y", "break", "label"), "label", "--label-column", path
+    )
     machine_col = options.machine_column or (MACHINE if MACHINE in frame.columns else None)
     if machine_col is not None and machine_col not in frame.columns:
         raise DataError(f"{path}: no machine column {machine_col!r}")
@@ -160,11 +170,13 @@ def _normalise(frame: pd.DataFrame, path: Path, options: DataOptions) -> pd.Data
     sensors = [c for c in frame.columns if c not in skip]
     if not sensors:
         raise DataError(f"{path}: no sensor columns left after time, label and dropped ones")
-    out = pd.DataFrame({
-        TIME: _parse_times(frame[time_col], options.time_format, path, time_col),
-        MACHINE: frame[machine_col].astype(str) if machine_col else DEFAULT_MACHINE,
-        LABEL: _parse_labels(frame[label_col], path, label_col),
-    })
+    out = pd.DataFrame(
+        {
+            TIME: _parse_times(frame[time_col], options.time_format, path, time_col),
+            MACHINE: frame[machine_col].astype(str) if machine_col else DEFAULT_MACHINE,
+            LABEL: _parse_labels(frame[label_col], path, label_col),
+        }
+    )
     values = _parse_sensors(frame[sensors], path)
     return pd.concat([out, values], axis=1)
 
@@ -175,19 +187,21 @@ def _parse_times(column: pd.Series, fmt: str | None, path: Path, name: str) -> p
     elif pd.api.types.is_numeric_dtype(column) and fmt is None:
         parsed = pd.to_datetime(column, unit="ms", utc=True, errors="coerce")
     else:
-        parsed = pd.to_datetime(column, format=fmt or _guess_format(column), utc=True,
-                                errors="coerce")
+        parsed = pd.to_datetime(
+            column, format=fmt or _guess_format(column), utc=True, errors="coerce"
+        )
     bad = parsed.isna() & column.notna() | column.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         hint = f" (format {fmt!r})" if fmt else "; give --time-format"
-        raise DataError(f"{path}: time column {name!r} has an unreadable value "
-                        f"{column.iloc[row]!r} at row {row + 1}{hint}")
+        raise DataError(
+            f"{path}: time column {name!r} has an unreadable value "
+            f"{column.iloc[row]!r} at row {row + 1}{hint}"
+        )
     return parsed
 
 
-_TIME_FORMATS = ("ISO8601", "%m/%d/%y %H:%M", "%m/%d/%Y %H:%M", "%d.%m.%Y %H:%M",
-                 "%Y-%m-%d %H:%M")
+_TIME_FORMATS = ("ISO8601", "%m/%d/%y %H:%M", "%m/%d/%Y %H:%M", "%d.%m.%Y %H:%M", "%Y-%m-%d %H:%M")
 
 
 def _guess_format(column: pd.Series) -> str:
@@ -207,8 +221,10 @@ def _parse_labels(column: pd.Series, path: Path, name: str) -> pd.Series:
     bad = ~numbers.isin([0, 1])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: label column {name!r} must hold 0 or 1, found "
-                        f"{column.iloc[row]!r} at row {row + 1}")
+        raise DataError(
+            f"{path}: label column {name!r} must hold 0 or 1, found "
+            f"{column.iloc[row]!r} at row {row + 1}"
+        )
     return numbers.astype(np.int8)
 
 
@@ -218,8 +234,10 @@ def _parse_sensors(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     if bad.to_numpy().any():
         column = str(bad.columns[bad.any(axis=0).to_numpy()][0])
         row = int(np.flatnonzero(bad[column].to_numpy())[0])
-        raise DataError(f"{path}: sensor column {column!r} has a non-numeric value "
-                        f"{frame[column].iloc[row]!r} at row {row + 1}")
+        raise DataError(
+            f"{path}: sensor column {column!r} has a non-numeric value "
+            f"{frame[column].iloc[row]!r} at row {row + 1}"
+        )
     if not np.isfinite(values.to_numpy()[values.notna().to_numpy()]).all():
         raise DataError(f"{path}: sensor values must be finite (found an infinity)")
     return values

@@ -98,8 +98,9 @@ def judge(
         warned_leads = events.leads[events.warned]
         figures["median_lead_ci"] = bootstrap_ci(warned_leads, np.median)
         figures["roc_auc_ci"] = roc_auc_event_ci(labels, values, next_break_of_row(prepared)[idx])
-    return Judgement(_clean(figures), events, labels, values, prepared.times[idx],
-                     prepared.break_times[in_range])
+    return Judgement(
+        _clean(figures), events, labels, values, prepared.times[idx], prepared.break_times[in_range]
+    )
 
 
 def event_result(
@@ -116,9 +117,13 @@ def event_result(
     starts = idx[episode_starts(values >= threshold, prepared.segments[idx], policy)]
     days = len(idx) * prepared.interval_minutes / MINUTES_PER_DAY
     return event_metrics(
-        prepared.times[starts], prepared.groups[starts],
-        prepared.break_times[in_range], prepared.break_groups[in_range],
-        days, min_lead, max_lead,
+        prepared.times[starts],
+        prepared.groups[starts],
+        prepared.break_times[in_range],
+        prepared.break_groups[in_range],
+        days,
+        min_lead,
+        max_lead,
     )
 
 
@@ -129,8 +134,11 @@ def breaks_in_range(prepared: Prepared, idx: np.ndarray) -> np.ndarray:
     for g in np.unique(groups):
         mine = times[groups == g]
         lo, hi = mine.min(), mine.max() + prepared.max_gap_minutes
-        inside |= (prepared.break_groups == g) & (prepared.break_times > lo) & (
-            prepared.break_times <= hi)
+        inside |= (
+            (prepared.break_groups == g)
+            & (prepared.break_times > lo)
+            & (prepared.break_times <= hi)
+        )
     return inside
 
 

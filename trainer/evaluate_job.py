@@ -35,16 +35,24 @@ def evaluate(
     bundle = load_bundle(folder)
     table = read_table(data, options)
     check_sensors(bundle, table)
-    prepared = prepare(table, bundle.spec, Horizon(minutes=bundle.horizon_minutes),
-                       options.label_mode, bundle.max_gap_minutes)
-    scores = score_rows(prepared, bundle.scaler, bundle.lookback, Scorer.load(bundle.model_path, bundle.lookback))
+    prepared = prepare(
+        table,
+        bundle.spec,
+        Horizon(minutes=bundle.horizon_minutes),
+        options.label_mode,
+        bundle.max_gap_minutes,
+    )
+    scores = score_rows(
+        prepared, bundle.scaler, bundle.lookback, Scorer.load(bundle.model_path, bundle.lookback)
+    )
     mask = np.ones(len(prepared), dtype=bool)
     if from_time is not None:
         mask = prepared.times >= _minutes(from_time)
         if not mask.any():
             raise DataError(f"--from {from_time}: no rows at or after it")
-    judged = judge(prepared, scores, mask, bundle.threshold, bundle.episode_policy,
-                   min_lead, max_lead)
+    judged = judge(
+        prepared, scores, mask, bundle.threshold, bundle.episode_policy, min_lead, max_lead
+    )
     if scores_out is not None:
         write_scores(scores_out, table, prepared, scores, mask, bundle.threshold)
     return {**judged.figures, "bundle": str(folder), "model_version": bundle.version}
@@ -60,16 +68,26 @@ def check_sensors(bundle: Bundle, table: Table) -> None:
         )
 
 
-def write_scores(path: Path, table: Table, prepared: Prepared, scores: np.ndarray,
-                 mask: np.ndarray, threshold: float) -> None:
+def write_scores(
+    path: Path,
+    table: Table,
+    prepared: Prepared,
+    scores: np.ndarray,
+    mask: np.ndarray,
+    threshold: float,
+) -> None:
     """One CSV row per judged row: time, machine, score, threshold, alert flag and label."""
     rows = table.frame.iloc[prepared.source_index]
-    frame = pd.DataFrame({
-        "time": rows[TIME].to_numpy(), "machine_id": rows[MACHINE].to_numpy(),
-        "score": scores, "threshold": threshold,
-        "alert": (np.nan_to_num(scores, nan=-np.inf) >= threshold).astype(int),
-        "label": prepared.labels,
-    })[mask]
+    frame = pd.DataFrame(
+        {
+            "time": rows[TIME].to_numpy(),
+            "machine_id": rows[MACHINE].to_numpy(),
+            "score": scores,
+            "threshold": threshold,
+            "alert": (np.nan_to_num(scores, nan=-np.inf) >= threshold).astype(int),
+            "label": prepared.labels,
+        }
+    )[mask]
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     log.info("wrote %d scored rows to %s", len(frame), path)

@@ -31,8 +31,15 @@ from trainer.threshold import ThresholdChoice, choose_threshold
 
 log = logging.getLogger(__name__)
 
-SUMMARY_KEYS = ("roc_auc", "pr_auc", "event_recall", "median_lead_minutes",
-                "false_alarm_episodes_per_day", "recall", "fpr")
+SUMMARY_KEYS = (
+    "roc_auc",
+    "pr_auc",
+    "event_recall",
+    "median_lead_minutes",
+    "false_alarm_episodes_per_day",
+    "recall",
+    "fpr",
+)
 
 
 @dataclass(frozen=True)
@@ -89,15 +96,17 @@ class FitResult:
     seeds: dict[str, Any]
 
 
-def fit(settings: FitSettings, table: Table | None = None,
-        on_stage: Callable[[str], None] | None = None) -> FitResult:
+def fit(
+    settings: FitSettings, table: Table | None = None, on_stage: Callable[[str], None] | None = None
+) -> FitResult:
     """Run the whole job; ``table`` may be given instead of files (the built-in sample)."""
     say = on_stage or log.info
     table = table if table is not None else read_table(settings.data, settings.data_options)
     say(f"read {table.summary()}")
     spec = feature_spec(table, settings.categorical, settings.categorical_mode)
-    prepared = prepare(table, spec, settings.horizon, settings.data_options.label_mode,
-                       settings.max_gap_minutes)
+    prepared = prepare(
+        table, spec, settings.horizon, settings.data_options.label_mode, settings.max_gap_minutes
+    )
     windows, ends, sets, split_info = _windows_and_sets(settings, table, prepared)
     scaler = Scaler.fit(prepared.rows[ends[(sets == TRAIN) & (prepared.labels[ends] == 0)]])
     windows = scaler.transform(windows)
@@ -108,9 +117,11 @@ def fit(settings: FitSettings, table: Table | None = None,
             f"too few normal rows to train: {len(train)} training and {len(val)} validation "
             f"windows (need at least {settings.min_train_windows} and 1); give more data"
         )
-    say(f"{len(spec.feature_names)} features, lookback {settings.lookback}; "
+    say(
+        f"{len(spec.feature_names)} features, lookback {settings.lookback}; "
         f"{len(train):,} training and {len(val):,} validation normal windows; "
-        f"split {settings.protocol}")
+        f"split {settings.protocol}"
+    )
     runs = [
         _run_seed(settings, prepared, windows, ends, sets, settings.seed + k, say)
         for k in range(settings.seeds)
@@ -119,8 +130,7 @@ def fit(settings: FitSettings, table: Table | None = None,
     seeds = _seed_summary(runs)
     version = _version_name(settings.model.kind)
     registry = Registry(settings.registry)
-    manifest = _manifest(settings, table, spec, scaler, prepared, best, split_info, version,
-                         seeds)
+    manifest = _manifest(settings, table, spec, scaler, prepared, best, split_info, version, seeds)
 
     def fill(folder: Path) -> None:
         best.model.save(folder / MODEL_FILE)
@@ -141,18 +151,25 @@ def _windows_and_sets(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     windows, ends = make_windows(prepared.rows, prepared.segments, settings.lookback)
     if settings.protocol == "random":
-        sets = random_split(len(ends), settings.test_fraction, settings.val_fraction,
-                            settings.split_seed)
+        sets = random_split(
+            len(ends), settings.test_fraction, settings.val_fraction, settings.split_seed
+        )
         return windows, ends, sets, {"protocol": "random", "seed": settings.split_seed}
     if settings.protocol != "chronological":
         raise DataError(f"unknown split protocol {settings.protocol!r}")
     row_sets, (val_start, test_start) = chronological_split(
-        prepared.times, prepared.break_times, settings.test_fraction, settings.val_fraction,
+        prepared.times,
+        prepared.break_times,
+        settings.test_fraction,
+        settings.val_fraction,
         guard_minutes=max(settings.max_lead, settings.horizon.minutes or 0.0),
         train_end=_train_end_minutes(settings.train_end, table),
     )
-    info = {"protocol": "chronological", "validation_from": _iso(val_start),
-            "test_from": _iso(test_start)}
+    info = {
+        "protocol": "chronological",
+        "validation_from": _iso(val_start),
+        "test_from": _iso(test_start),
+    }
     return windows, ends, row_sets[ends], info
 
 
@@ -180,26 +197,48 @@ def _iso(minutes: float) -> str:
     return dt.datetime.fromtimestamp(minutes * 60, tz=dt.UTC).isoformat()
 
 
-def _run_seed(settings: FitSettings, prepared: Prepared, windows: np.ndarray, ends: np.ndarray,
-              sets: np.ndarray, seed: int, say: Callable[[str], None]) -> SeedRun:
+def _run_seed(
+    settings: FitSettings,
+    prepared: Prepared,
+    windows: np.ndarray,
+    ends: np.ndarray,
+    sets: np.ndarray,
+    seed: int,
+    say: Callable[[str], None],
+) -> SeedRun:
     normal = prepared.labels[ends] == 0
     say(f"seed {seed}: fitting the {settings.model.kind} autoencoder")
-    model, history = fit_model(settings.model, windows[(sets == TRAIN) & normal],
-                               windows[(sets == VALIDATION) & normal], seed, settings.progress)
+    model, history = fit_model(
+        settings.model,
+        windows[(sets == TRAIN) & normal],
+        windows[(sets == VALIDATION) & normal],
+        seed,
+        settings.progress,
+    )
     scores = np.full(len(prepared), np.nan)
     scores[ends] = Scorer(model, settings.lookback).score(windows)[0]
     row_set = np.full(len(prepared), -1, dtype=np.int8)
     row_set[ends] = sets
     policy = EpisodePolicy(settings.clear_rows)
-    choice = choose_threshold(settings.objective, prepared, scores, row_set == VALIDATION,
-                              policy, settings.budget, settings.target_fpr, settings.min_lead,
-                              settings.max_lead)
+    choice = choose_threshold(
+        settings.objective,
+        prepared,
+        scores,
+        row_set == VALIDATION,
+        policy,
+        settings.budget,
+        settings.target_fpr,
+        settings.min_lead,
+        settings.max_lead,
+    )
     common = (choice.value, policy, settings.min_lead, settings.max_lead)
     validation = judge(prepared, scores, row_set == VALIDATION, *common, intervals=False)
     test = judge(prepared, scores, row_set == TEST, *common)
     figures = test.figures
-    say(f"seed {seed}: test ROC AUC {figures['roc_auc']}, event recall "
-        f"{figures['event_recall']}, false alarms/day {figures['false_alarm_episodes_per_day']}")
+    say(
+        f"seed {seed}: test ROC AUC {figures['roc_auc']}, event recall "
+        f"{figures['event_recall']}, false alarms/day {figures['false_alarm_episodes_per_day']}"
+    )
     return SeedRun(seed, model, history, choice, validation, test)
 
 
@@ -232,9 +271,17 @@ def _library_versions() -> dict[str, str]:
     return out
 
 
-def _manifest(settings: FitSettings, table: Table, spec: FeatureSpec, scaler: Scaler,
-              prepared: Prepared, run: SeedRun, split: dict[str, Any], version: str,
-              seeds: dict[str, Any]) -> dict[str, Any]:
+def _manifest(
+    settings: FitSettings,
+    table: Table,
+    spec: FeatureSpec,
+    scaler: Scaler,
+    prepared: Prepared,
+    run: SeedRun,
+    split: dict[str, Any],
+    version: str,
+    seeds: dict[str, Any],
+) -> dict[str, Any]:
     frame = table.frame
     model = settings.model.resolved()
     return {
@@ -242,32 +289,50 @@ def _manifest(settings: FitSettings, table: Table, spec: FeatureSpec, scaler: Sc
         "version": version,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "model": {
-            "file": MODEL_FILE, "kind": model.kind, "units": list(model.units or ()),
-            "parameters": int(run.model.count_params()), "epochs_run": len(
-                run.history.get("loss", [])), "learning_rate": model.learning_rate,
-            "batch_size": model.batch_size, "seed": run.seed,
+            "file": MODEL_FILE,
+            "kind": model.kind,
+            "units": list(model.units or ()),
+            "parameters": int(run.model.count_params()),
+            "epochs_run": len(run.history.get("loss", [])),
+            "learning_rate": model.learning_rate,
+            "batch_size": model.batch_size,
+            "seed": run.seed,
             "score": "mean squared reconstruction error of the window's last step, scaled units",
         },
         "features": spec.to_dict(),
-        "preprocessing": {"lookback": settings.lookback,
-                          "max_gap_minutes": prepared.max_gap_minutes,
-                          "interval_minutes": prepared.interval_minutes,
-                          "missing_values": "carried forward within a machine"},
-        "labels": {"mode": settings.data_options.label_mode,
-                   "horizon_minutes": settings.horizon.minutes
-                   if settings.horizon.minutes is not None
-                   else (settings.horizon.rows or 0) * prepared.interval_minutes,
-                   "horizon_rows": settings.horizon.rows},
+        "preprocessing": {
+            "lookback": settings.lookback,
+            "max_gap_minutes": prepared.max_gap_minutes,
+            "interval_minutes": prepared.interval_minutes,
+            "missing_values": "carried forward within a machine",
+        },
+        "labels": {
+            "mode": settings.data_options.label_mode,
+            "horizon_minutes": settings.horizon.minutes
+            if settings.horizon.minutes is not None
+            else (settings.horizon.rows or 0) * prepared.interval_minutes,
+            "horizon_rows": settings.horizon.rows,
+        },
         "scaler": {**scaler.to_dict(), "fitted_on": "training rows with label 0"},
         "threshold": run.threshold.to_dict(),
         "episodes": {"clear_rows": settings.clear_rows},
-        "evaluation": {"min_lead_minutes": settings.min_lead,
-                       "max_lead_minutes": settings.max_lead},
-        "metrics": {"validation": run.validation.figures, "test": run.test.figures,
-                    "over_seeds": seeds},
-        "data": {"sources": list(table.sources), "rows": len(frame),
-                 "machines": int(frame["machine_id"].nunique()),
-                 "from": frame["time"].min().isoformat(), "to": frame["time"].max().isoformat(),
-                 "breaks": len(prepared.break_times), "split": split},
+        "evaluation": {
+            "min_lead_minutes": settings.min_lead,
+            "max_lead_minutes": settings.max_lead,
+        },
+        "metrics": {
+            "validation": run.validation.figures,
+            "test": run.test.figures,
+            "over_seeds": seeds,
+        },
+        "data": {
+            "sources": list(table.sources),
+            "rows": len(frame),
+            "machines": int(frame["machine_id"].nunique()),
+            "from": frame["time"].min().isoformat(),
+            "to": frame["time"].max().isoformat(),
+            "breaks": len(prepared.break_times),
+            "split": split,
+        },
         "libraries": _library_versions(),
     }

@@ -23,7 +23,10 @@ def row_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dic
     return {
         "roc_auc": float(roc_auc_score(labels, scores)) if both else float("nan"),
         "pr_auc": float(average_precision_score(labels, scores)) if both else float("nan"),
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
         "recall": tp / (tp + fn) if tp + fn else float("nan"),
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
         "fpr": fp / (fp + tn) if fp + tn else float("nan"),

@@ -107,8 +107,9 @@ class _EpochBar:
         class Callback(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
                 logs = logs or {}
-                bar.set_postfix(loss=f"{logs.get('loss', 0):.4f}",
-                                val=f"{logs.get('val_loss', 0):.4f}")
+                bar.set_postfix(
+                    loss=f"{logs.get('loss', 0):.4f}", val=f"{logs.get('val_loss', 0):.4f}"
+                )
                 bar.update(1)
 
             def on_train_end(self, logs: dict[str, float] | None = None) -> None:
@@ -141,12 +142,21 @@ def fit_model(
     else:
         model = build_lstm(lookback, width, units)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
-    callbacks: list[Any] = [keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=config.patience, restore_best_weights=True)]
+    callbacks: list[Any] = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        )
+    ]
     if progress:
         callbacks.append(_EpochBar(config.epochs).callback)
     history = model.fit(
-        train, train, validation_data=(val, val), epochs=config.epochs,
-        batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks,
+        train,
+        train,
+        validation_data=(val, val),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
     )
     return model, {k: [float(x) for x in v] for k, v in history.history.items()}

@@ -83,8 +83,10 @@ def prepare(
     values = frame[list(spec.sensors)].groupby(frame[MACHINE], sort=False).ffill()
     complete = values.notna().all(axis=1).to_numpy()
     if (~complete & keep).any():
-        log.warning("dropping %d rows with missing sensors and no earlier value to carry",
-                    int((~complete & keep).sum()))
+        log.warning(
+            "dropping %d rows with missing sensors and no earlier value to carry",
+            int((~complete & keep).sum()),
+        )
     keep &= complete
     rows = spec.matrix(values.loc[keep])
     return Prepared(

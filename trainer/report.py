@@ -16,8 +16,13 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from trainer.evaluate import Judgement
 
 
-def write_report(folder: Path, manifest: Mapping[str, Any], history: Mapping[str, list[float]],
-                 validation: Judgement, test: Judgement) -> None:
+def write_report(
+    folder: Path,
+    manifest: Mapping[str, Any],
+    history: Mapping[str, list[float]],
+    validation: Judgement,
+    test: Judgement,
+) -> None:
     """Write the PNG plots and ``summary.md`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     threshold = float(manifest["threshold"]["value"])
@@ -44,8 +49,13 @@ def write_report(folder: Path, manifest: Mapping[str, Any], history: Mapping[str
 
 def _loss(ax: Any, history: Mapping[str, list[float]]) -> None:
     if not history.get("loss"):
-        ax.text(0.5, 0.5, "no iterative training (PCA is fitted in closed form)",
-                ha="center", va="center")
+        ax.text(
+            0.5,
+            0.5,
+            "no iterative training (PCA is fitted in closed form)",
+            ha="center",
+            va="center",
+        )
         ax.set_axis_off()
         return
     ax.plot(history["loss"], label="training")
@@ -62,8 +72,11 @@ def _precision_recall_threshold(ax: Any, judged: Judgement, threshold: float) ->
     ax.plot(cuts, precision[:-1], label="precision")
     ax.plot(cuts, recall[:-1], label="recall")
     ax.axvline(threshold, color="red", linestyle="--", label="threshold")
-    ax.set(xlabel="threshold (reconstruction error)", xscale="log",
-           title="Precision and recall vs threshold (validation rows)")
+    ax.set(
+        xlabel="threshold (reconstruction error)",
+        xscale="log",
+        title="Precision and recall vs threshold (validation rows)",
+    )
     ax.legend()
 
 
@@ -71,11 +84,21 @@ def _errors(ax: Any, judged: Judgement, threshold: float) -> None:
     order = np.arange(judged.scores.size)
     for label, colour, name in ((0, "tab:blue", "normal"), (1, "tab:red", "before a break")):
         pick = judged.labels == label
-        ax.scatter(order[pick], judged.scores[pick], s=4 if label == 0 else 12, c=colour,
-                   label=name, alpha=0.6)
+        ax.scatter(
+            order[pick],
+            judged.scores[pick],
+            s=4 if label == 0 else 12,
+            c=colour,
+            label=name,
+            alpha=0.6,
+        )
     ax.axhline(threshold, color="black", linestyle="--", label="threshold")
-    ax.set(xlabel="test row", ylabel="reconstruction error", yscale="log",
-           title="Reconstruction error per class (test)")
+    ax.set(
+        xlabel="test row",
+        ylabel="reconstruction error",
+        yscale="log",
+        title="Reconstruction error per class (test)",
+    )
     ax.legend(loc="upper right")
 
 
@@ -113,8 +136,12 @@ def _timeline(ax: Any, judged: Judgement, threshold: float) -> None:
     if judged.times.size:
         for tb in (judged.break_times - judged.times.min()) / 60.0:
             ax.axvline(tb, color="red", alpha=0.5, linewidth=0.8)
-    ax.set(xlabel="hours into the test period", ylabel="reconstruction error", yscale="log",
-           title="Score over time (red lines: breaks)")
+    ax.set(
+        xlabel="hours into the test period",
+        ylabel="reconstruction error",
+        yscale="log",
+        title="Score over time (red lines: breaks)",
+    )
     ax.legend(loc="upper right")
 
 

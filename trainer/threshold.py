@@ -63,8 +63,7 @@ def choose_threshold(
     values, labels = scores[idx], prepared.labels[idx].astype(bool)
     if objective == "fpr":
         normal = np.sort(values[~labels])
-        value = float(np.quantile(normal, 1.0 - target_fpr)) if normal.size else float(
-            values.max())
+        value = float(np.quantile(normal, 1.0 - target_fpr)) if normal.size else float(values.max())
         fpr = row_metrics(labels, values, value)["fpr"]
         return ThresholdChoice(value, objective, {"target_fpr": target_fpr}, {"fpr": fpr})
     if objective == "f1":
@@ -74,8 +73,9 @@ def choose_threshold(
     in_range = breaks_in_range(prepared, idx)
     best: tuple[float, float, float] | None = None
     for value in candidates(values):
-        res = event_result(prepared, idx, values, float(value), policy, in_range, min_lead,
-                           max_lead)
+        res = event_result(
+            prepared, idx, values, float(value), policy, in_range, min_lead, max_lead
+        )
         fa = res.false_alarms_per_day
         if fa > budget:
             continue
@@ -89,8 +89,7 @@ def choose_threshold(
         value = float(values.max())
         return ThresholdChoice(value, objective, params, {"met_budget": False})
     recall, neg_fa, value = best
-    achieved = {"event_recall": recall, "false_alarm_episodes_per_day": -neg_fa,
-                "met_budget": True}
+    achieved = {"event_recall": recall, "false_alarm_episodes_per_day": -neg_fa, "met_budget": True}
     return ThresholdChoice(value, objective, params, achieved)
 
 

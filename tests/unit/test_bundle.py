@@ -10,6 +10,7 @@ import pytest
 from streamer.bundle import Registry, load_bundle
 from streamer.errors import BundleError
 from streamer.scoring import Scorer
+from streamer.windows import make_windows
 from trainer.data import read_table
 from trainer.evaluate import score_rows
 from trainer.evaluate_job import evaluate
@@ -26,7 +27,8 @@ def trained(tmp_path_factory, make_plant):
     csv = folder / "plant.csv"
     make_plant().to_csv(csv, index=False)
     settings = FitSettings(
-        data=(str(csv),), registry=folder / "registry",
+        data=(str(csv),),
+        registry=folder / "registry",
         model=ModelConfig(kind="lstm", units=(8, 4), epochs=4, learning_rate=1e-2),
         progress=False,
     )
@@ -46,8 +48,15 @@ def test_fit_writes_a_complete_bundle_and_makes_it_current(trained):
     assert manifest["threshold"]["objective"] == "events"
     assert manifest["preprocessing"]["lookback"] == 5
     report = result.bundle / "report"
-    for name in ("loss.png", "threshold.png", "errors.png", "roc_pr.png", "confusion.png",
-                 "timeline.png", "summary.md"):
+    for name in (
+        "loss.png",
+        "threshold.png",
+        "errors.png",
+        "roc_pr.png",
+        "confusion.png",
+        "timeline.png",
+        "summary.md",
+    ):
         assert (report / name).stat().st_size > 0
     assert not [p for p in settings.registry.iterdir() if p.name.startswith(".")]
 
@@ -60,8 +69,6 @@ def test_scaler_is_fitted_on_training_normal_rows_only(trained):
     val_from = pd.Timestamp(result_split(result)["validation_from"]).value / 6e10
     train_normal = (prepared.times < val_from) & (prepared.labels == 0)
     # Rows without a full window (segment starts) are not training samples either.
-    from streamer.windows import make_windows
-
     _, ends = make_windows(prepared.rows, prepared.segments, bundle.lookback)
     has_window = np.zeros(len(prepared), bool)
     has_window[ends] = True
@@ -78,8 +85,9 @@ def result_split(result):
 def test_saved_bundle_scores_exactly_like_the_trained_model(trained):
     settings, result = trained
     split = result_split(result)
-    again = evaluate(result.bundle, None, settings.data, settings.data_options,
-                     from_time=split["test_from"])
+    again = evaluate(
+        result.bundle, None, settings.data, settings.data_options, from_time=split["test_from"]
+    )
     # The fit judged its test rows with the in-memory model; the reloaded bundle agrees.
     for key in ("rows", "roc_auc", "pr_auc", "tp", "fp", "breaks_warned", "episodes"):
         assert again[key] == result.figures[key], key
@@ -89,11 +97,16 @@ def test_saved_bundle_scores_exactly_like_the_trained_model(trained):
 def test_scores_do_not_depend_on_the_batch_size(trained):
     settings, result = trained
     bundle = load_bundle(result.bundle)
-    prepared = prepare(read_table(settings.data), bundle.spec, settings.horizon, "event",
-                       bundle.max_gap_minutes)
+    prepared = prepare(
+        read_table(settings.data), bundle.spec, settings.horizon, "event", bundle.max_gap_minutes
+    )
     big, small = (
-        score_rows(prepared, bundle.scaler, bundle.lookback,
-                   Scorer.load(bundle.model_path, bundle.lookback, batch_size=size))
+        score_rows(
+            prepared,
+            bundle.scaler,
+            bundle.lookback,
+            Scorer.load(bundle.model_path, bundle.lookback, batch_size=size),
+        )
         for size in (1024, 7)
     )
     np.testing.assert_allclose(big, small, rtol=1e-5)

@@ -40,8 +40,9 @@ def test_event_metrics_warned_lead_and_false_alarms():
 
 
 def test_event_metrics_uses_the_earliest_qualifying_episode():
-    r = event_metrics(np.array([80.0, 95.0]), np.array([0, 0]), np.array([100.0]),
-                      np.array([0]), days=1.0)
+    r = event_metrics(
+        np.array([80.0, 95.0]), np.array([0, 0]), np.array([100.0]), np.array([0]), days=1.0
+    )
     assert r.leads.tolist() == [20.0]
 
 
