@@ -169,7 +169,9 @@ def summary_markdown(manifest: Mapping[str, Any]) -> str:
         f"{manifest['preprocessing']['lookback']}, horizon {manifest['labels']['horizon_minutes']}"
         " minutes.",
         f"- Data: {data['rows']:,} rows, {data['machines']} machine(s), {data['from']} to "
-        f"{data['to']}, {data['breaks']} breaks; split: {data['split']}.",
+        f"{data['to']}, {data['breaks']} breaks; split: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data["split"].items())
+        + ".",
         f"- Threshold {thr['value']:.5g}, chosen on validation by '{thr['objective']}': "
         f"{thr['rule']} ({thr['params']}); achieved {thr['achieved_on_validation']}.",
         "",

@@ -8,6 +8,8 @@ from streamer.errors import DataError
 from streamer.features import FeatureSpec, Scaler, infer_categoricals
 from streamer.labels import Horizon, curve_shift, event_onsets
 from streamer.windows import make_windows, segment_ids
+from trainer.data import DataOptions, read_table
+from trainer.prepare import feature_spec, prepare
 
 pytestmark = pytest.mark.unit
 
@@ -109,3 +111,21 @@ def test_scaler_round_trip_and_constant_columns():
     assert scaler.transform(rows).tolist() == [[-1.0, 0.0], [1.0, 0.0]]
     again = Scaler.from_dict(scaler.to_dict())
     np.testing.assert_array_equal(again.inverse(again.transform(rows)), rows)
+
+
+def test_interval_labels_keep_every_row_and_events_start_each_run(tmp_path):
+    path = tmp_path / "intervals.csv"
+    pd.DataFrame(
+        {
+            "ts": pd.date_range("2024-01-01", periods=8, freq="1min").astype(str),
+            "anomaly": [0, 1, 1, 0, 0, 1, 0, 0],
+            "s1": np.arange(8.0) + 0.5,
+        }
+    ).to_csv(path, sep=";", index=False)
+    options = DataOptions(label_column="anomaly", label_mode="interval", separator=";")
+    table = read_table([path], options)
+    prepared = prepare(table, feature_spec(table, "auto", "drop"), Horizon(), "interval")
+    assert prepared.labels.tolist() == [0, 1, 1, 0, 0, 1, 0, 0]
+    assert len(prepared) == 8
+    assert (prepared.break_times - prepared.times[0]).tolist() == [1.0, 5.0]
+    assert prepared.interval_minutes == 1.0
