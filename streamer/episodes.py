@@ -41,3 +41,70 @@ def episode_starts(alerts: np.ndarray, segments: np.ndarray, policy: EpisodePoli
     previous[previous < first_of_segment] = -1
     opens = alerts & ((previous < 0) | (index - previous > policy.clear_rows))
     return np.flatnonzero(opens)
+
+
+SEVERITIES = ("warning", "high", "critical")
+
+
+def severity(score: float, threshold: float) -> str:
+    """How far over the threshold: under 2x warning, under 5x high, else critical."""
+    ratio = score / threshold if threshold > 0 else float("inf")
+    return "warning" if ratio < 2 else "high" if ratio < 5 else "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeState:
+    """One machine's episode: closed (``started_ms`` None) or open since ``started_ms``."""
+
+    started_ms: int | None = None
+    below: int = 0
+    events: int = 0
+    severity: str = ""
+    peak: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An episode event to publish: ``open``, ``update`` or ``resolved``."""
+
+    status: str
+    started_ms: int
+    sequence: int
+    severity: str
+    peak: float
+    reason: str = ""
+
+
+def advance(
+    state: EpisodeState, ts_ms: int, score: float, threshold: float, policy: EpisodePolicy
+) -> tuple[EpisodeState, Transition | None]:
+    """Advance one scored row; the same rule as :func:`episode_starts`, row by row."""
+    alert = score >= threshold
+    if state.started_ms is None:
+        if not alert:
+            return state, None
+        level = severity(score, threshold)
+        opened = EpisodeState(ts_ms, 0, 1, level, score)
+        return opened, Transition("open", ts_ms, 0, level, score)
+    if alert:
+        level = severity(score, threshold)
+        peak = max(state.peak, score)
+        if SEVERITIES.index(level) > SEVERITIES.index(state.severity):
+            moved = EpisodeState(state.started_ms, 0, state.events + 1, level, peak)
+            return moved, Transition("update", state.started_ms, state.events, level, peak)
+        return EpisodeState(state.started_ms, 0, state.events, state.severity, peak), None
+    if state.below + 1 >= policy.clear_rows:
+        return close(state, "recovered")
+    return EpisodeState(
+        state.started_ms, state.below + 1, state.events, state.severity, state.peak
+    ), None
+
+
+def close(state: EpisodeState, reason: str) -> tuple[EpisodeState, Transition | None]:
+    """End an open episode (recovered, break, gap, degraded); a closed one stays closed."""
+    if state.started_ms is None:
+        return state, None
+    done = Transition(
+        "resolved", state.started_ms, state.events, state.severity, state.peak, reason
+    )
+    return EpisodeState(), done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,38 @@ class FeatureSpec:
                 column = frame[name].to_numpy(dtype=np.float64)
                 parts.append((column[:, None] == np.asarray(levels)[None, :]).astype(np.float32))
         return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+    @cached_property
+    def _slots(self) -> dict[str, int | dict[float, int]]:
+        """Where each sensor lands in a row vector: a column, or its one-hot columns."""
+        slots: dict[str, int | dict[float, int]] = {n: i for i, n in enumerate(self.continuous)}
+        if self.categorical_mode == "onehot":
+            column = len(self.continuous)
+            for name, levels in self.categoricals.items():
+                slots[name] = {float(level): column + k for k, level in enumerate(levels)}
+                column += len(levels)
+        return slots
+
+    def vector(self, values: Mapping[str, float | None]) -> np.ndarray:
+        """One row's model input from a sensor mapping; unknown or missing sensors are NaN.
+
+        Sensors the spec does not know are ignored. A categorical level unseen in training
+        encodes as all zeros, as in :meth:`matrix`.
+        """
+        out = np.full(len(self.feature_names), np.nan, dtype=np.float32)
+        for name, slot in self._slots.items():
+            value = values.get(name)
+            if value is None:
+                continue
+            if isinstance(slot, int):
+                out[slot] = value
+            else:
+                columns = list(slot.values())
+                out[columns] = 0.0
+                hit = slot.get(float(value))
+                if hit is not None:
+                    out[hit] = 1.0
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Manifest form."""

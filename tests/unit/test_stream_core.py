@@ -1,0 +1,221 @@
+"""The streamer's pure core with plain lists: rows, windows, data quality, episodes, alerts."""
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer import rows as r
+from streamer.alerts import alert_id, alert_message, episode_id, top_sensors
+from streamer.episodes import EpisodePolicy, EpisodeState, advance, close, episode_starts
+from streamer.features import FeatureSpec, Scaler
+from streamer.machines import BREAK, DEGRADED, READY, WARMING, DataQuality, MachineWindows
+from streamer.windows import make_windows, segment_ids
+
+pytestmark = pytest.mark.unit
+MIN = 60_000
+
+
+def raw(**fields):
+    return orjson.dumps(fields)
+
+
+def good(ts=0, **values):
+    return raw(machine_id="PM1", ts=ts, values=values or {"a": 1.0, "b": 2.0})
+
+
+@pytest.mark.parametrize(
+    ("payload", "key", "reason"),
+    [
+        (b"x" * 300, None, r.TOO_LARGE),
+        (b"{nope", None, r.INVALID_JSON),
+        (b"[1, 2]", None, r.INVALID_JSON),
+        (None, None, r.INVALID_JSON),
+        (raw(ts=0, values={}), None, r.MISSING_MACHINE_ID),
+        (raw(machine_id="", ts=0, values={}), None, r.MISSING_MACHINE_ID),
+        (raw(machine_id="PM1", ts=0, values={}), b"PM2", r.KEY_MISMATCH),
+        (raw(machine_id="PM1", values={}), None, r.MISSING_TIMESTAMP),
+        (raw(machine_id="PM1", ts="yesterday", values={}), None, r.BAD_TIMESTAMP),
+        (raw(machine_id="PM1", ts="2024-01-01T00:00:00", values={}), None, r.BAD_TIMESTAMP),
+        (raw(machine_id="PM1", ts=-5, values={}), None, r.BAD_TIMESTAMP),
+        (raw(machine_id="PM1", ts=1e300, values={}), None, r.BAD_TIMESTAMP),
+        (raw(machine_id="PM1", ts=True, values={}), None, r.BAD_TIMESTAMP),
+        (raw(machine_id="PM1", ts=0, values={"a": "high"}), None, r.NON_NUMERIC),
+        (raw(machine_id="PM1", ts=0, values={"a": True}), None, r.NON_NUMERIC),
+        (raw(machine_id="PM1", ts=0, values=[1.0]), None, r.NON_NUMERIC),
+        (b'{"machine_id":"PM1","ts":0,"values":{"a":1e400}}', None, r.INVALID_JSON),
+        (raw(machine_id="PM1", ts=0, values={}, **{"break": 2}), None, r.BAD_BREAK),
+    ],
+)
+def test_bad_rows_are_rejected_with_their_reason(payload, key, reason):
+    with pytest.raises(r.RowRejected) as caught:
+        r.decode_row(payload, key, max_bytes=256)
+    assert caught.value.reason == reason
+    assert caught.value.reason in r.REASONS
+
+
+def test_good_rows_decode_with_either_timestamp_form():
+    row = r.decode_row(
+        raw(
+            machine_id="PM1",
+            ts="1999-05-01T00:02:00Z",
+            values={"a": 1, "b": None, "zz": 3.5},
+            **{"break": 1},
+        ),
+        b"PM1",
+        1024,
+    )
+    assert row.ts_ms == 925516920000
+    assert row.values == {"a": 1.0, "b": None, "zz": 3.5}
+    assert row.brk == 1
+    assert r.decode_row(good(ts=925516920000), None, 1024).ts_ms == 925516920000
+
+
+def windows(lookback=3, carry=4 * MIN):
+    spec = FeatureSpec(("a", "b"))
+    scaler = Scaler(np.array([0.0, 0.0], np.float32), np.array([1.0, 2.0], np.float32))
+    return MachineWindows(spec, scaler, lookback, DataQuality(10 * MIN, carry))
+
+
+def row(ts_min, brk=0, machine="PM1", **values):
+    return r.Row(machine, ts_min * MIN, values or {"a": float(ts_min), "b": 2.0}, brk)
+
+
+def test_window_fills_then_scores_every_row_with_scaled_values():
+    w = windows()
+    kinds = [w.observe(row(t), partition=0).kind for t in (0, 2, 4, 6)]
+    assert kinds == [WARMING, WARMING, READY, READY]
+    assert w.machines["PM1"].window.tolist() == [[2.0, 1.0], [4.0, 1.0], [6.0, 1.0]]
+
+
+def test_a_long_gap_or_a_break_restarts_the_window():
+    w = windows()
+    for t in (0, 2, 4):
+        w.observe(row(t), 0)
+    gap = w.observe(row(20), 0)
+    assert (gap.kind, gap.restarted) == (WARMING, "gap")
+    assert w.observe(row(22), 0).kind == WARMING
+    assert w.observe(row(24), 0).kind == READY
+    assert w.observe(row(26, brk=1), 0).kind == BREAK
+    assert [w.observe(row(t), 0).kind for t in (28, 30, 32)] == [WARMING, WARMING, READY]
+
+
+def test_missing_sensors_carry_forward_for_a_bounded_time_then_degrade():
+    w = windows(carry=4 * MIN)
+    w.observe(row(0, a=1.0, b=5.0), 0)
+    carried = w.observe(row(2, a=2.0, b=None), 0)
+    assert carried.raw.tolist() == [2.0, 5.0]
+    assert w.observe(row(4, a=3.0), 0).raw.tolist() == [3.0, 5.0]
+    stale = w.observe(row(6, a=4.0), 0)
+    assert stale.kind == DEGRADED
+    assert w.machines["PM1"].count == 0
+
+
+def test_out_of_order_and_foreign_sensor_rows_are_rejected():
+    w = windows()
+    w.observe(row(4), 0)
+    with pytest.raises(r.RowRejected) as late:
+        w.observe(row(4), 0)
+    assert late.value.reason == r.OUT_OF_ORDER
+    with pytest.raises(r.RowRejected) as foreign:
+        w.observe(row(6, flow=1.0, speed=2.0), 0)
+    assert foreign.value.reason == r.INCOMPATIBLE_SENSORS
+
+
+def test_streaming_windows_equal_the_trainers_windows():
+    rng = np.random.default_rng(3)
+    times = np.cumsum(rng.choice([2, 2, 2, 30], size=60)).astype(float)
+    breaks = (rng.random(60) < 0.05).astype(int)
+    a = rng.normal(size=60)
+    w = windows(lookback=3)
+    streamed = []
+    for t, brk, value in zip(times, breaks, a, strict=True):
+        obs = w.observe(r.Row("PM1", int(t * MIN), {"a": float(value), "b": 2.0}, int(brk)), 0)
+        if obs.kind == READY:
+            streamed.append(w.machines["PM1"].window.copy())
+    keep = breaks == 0
+    seg = segment_ids(times, np.zeros(60, int), breaks, max_gap_minutes=10)[keep]
+    rows = np.stack([a, np.full(60, 2.0)], axis=1)[keep].astype(np.float32)
+    batch, _ = make_windows(w.scaler.transform(rows), seg, 3)
+    np.testing.assert_allclose(np.stack(streamed), batch)
+
+
+def test_partitions_and_idle_machines_are_forgotten():
+    w = windows()
+    w.observe(row(0, machine="A"), partition=0)
+    w.observe(row(100, machine="B"), partition=1)
+    assert w.evict_idle(now_ts_ms=100 * MIN, idle_ms=50 * MIN) == 1
+    assert list(w.machines) == ["B"]
+    assert w.drop_partitions({1}) == 1
+    assert len(w) == 0
+
+
+def run_episodes(flags, clear):
+    state, opens = EpisodeState(), []
+    for i, flag in enumerate(flags):
+        state, event = advance(state, i, 2.0 if flag else 0.5, 1.0, EpisodePolicy(clear))
+        if event is not None and event.status == "open":
+            opens.append(i)
+    return opens
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.booleans(), max_size=60), st.integers(min_value=1, max_value=5))
+def test_streaming_episodes_open_exactly_where_the_evaluation_says(flags, clear):
+    expected = episode_starts(
+        np.array(flags, bool), np.zeros(len(flags), int), EpisodePolicy(clear)
+    ).tolist()
+    assert run_episodes(flags, clear) == expected
+
+
+def test_episode_lifecycle_open_update_resolved():
+    policy = EpisodePolicy(clear_rows=2)
+    state, events = EpisodeState(), []
+    for ts, score in enumerate([0.5, 1.2, 3.0, 2.5, 0.1, 0.1, 0.2]):
+        state, event = advance(state, ts, score, 1.0, policy)
+        events.append(event and (event.status, event.severity, event.sequence))
+    assert events == [
+        None,
+        ("open", "warning", 0),
+        ("update", "high", 1),
+        None,
+        None,
+        ("resolved", "high", 2),
+        None,
+    ]
+    opened, _ = advance(EpisodeState(), 7, 9.0, 1.0, policy)
+    closed, event = close(opened, "break")
+    assert closed == EpisodeState()
+    assert (event.status, event.reason) == ("resolved", "break")
+    assert close(closed, "gap") == (closed, None)
+
+
+def test_alert_ids_are_deterministic_and_distinct_per_event():
+    _, opened = advance(EpisodeState(), 1000, 5.0, 1.0, EpisodePolicy())
+    again = alert_id("PM1", opened)
+    assert again == alert_id("PM1", opened)
+    assert again != alert_id("PM2", opened)
+    assert episode_id("PM1", 1000) == episode_id("PM1", 1000) != episode_id("PM1", 1001)
+    errors = np.array([0.1, 3.0, 0.9])
+    sensors = top_sensors(
+        errors, np.array([1.0, 2.0, 3.0]), np.array([1.1, 0.5, 2.0]), ["a", "b", "c"], count=2
+    )
+    assert [s["sensor"] for s in sensors] == ["b", "c"]
+    assert sensors[0]["share"] == pytest.approx(0.75)
+    message = alert_message("PM1", opened, 1000, 2000, 5.0, 1.0, sensors, "v1", 4.0)
+    assert set(message) >= {
+        "alert_id",
+        "episode_id",
+        "status",
+        "machine_id",
+        "ts",
+        "emitted_at",
+        "score",
+        "threshold",
+        "severity",
+        "top_sensors",
+        "model_version",
+        "horizon_minutes",
+    }
+    assert message["ts"] == "1970-01-01T00:00:01.000Z"
