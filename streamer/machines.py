@@ -1,4 +1,8 @@
-"""Per-machine state: the scaled window, carried-forward sensors and the alert episode."""
+"""Per-machine state: the window of rows, carried-forward sensors and the alert episode.
+
+Windows hold rows in sensor units; a batch is scaled when it is scored, so a new bundle
+with the same features takes over the windows as they are.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamer.episodes import EpisodeState
-from streamer.features import FeatureSpec, Scaler
+from streamer.features import FeatureSpec
 from streamer.rows import INCOMPATIBLE_SENSORS, OUT_OF_ORDER, Row, RowRejected
 
 # What became of an accepted row.
@@ -55,12 +59,10 @@ class Observation:
 
 
 class MachineWindows:
-    """Windows of scaled rows per machine, filled row by row as in training."""
+    """Windows of rows per machine, filled row by row as in training."""
 
-    def __init__(
-        self, spec: FeatureSpec, scaler: Scaler, lookback: int, quality: DataQuality
-    ) -> None:
-        self.spec, self.scaler, self.lookback, self.quality = spec, scaler, lookback, quality
+    def __init__(self, spec: FeatureSpec, lookback: int, quality: DataQuality) -> None:
+        self.spec, self.lookback, self.quality = spec, lookback, quality
         self.width = len(spec.feature_names)
         self.machines: dict[str, Machine] = {}
 
@@ -111,7 +113,7 @@ class MachineWindows:
             machine.count = 0
             return Observation(DEGRADED, raw, "degraded")
         machine.window[:-1] = machine.window[1:]
-        machine.window[-1] = self.scaler.transform(raw)
+        machine.window[-1] = raw
         machine.count += 1
         return Observation(READY if machine.count >= self.lookback else WARMING, raw, restarted)
 

@@ -51,7 +51,8 @@ class Scorer:
             out[start : start + len(chunk)] = self._reconstruct(chunk).numpy()
         return out
 
-    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and per-feature squared errors at the last step of each window."""
-        errors = np.square(windows[:, -1, :] - self.reconstruct(windows))
-        return errors.mean(axis=1), errors
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores, per-feature squared errors and reconstructions of each window's last step."""
+        reconstruction = self.reconstruct(windows)
+        errors = np.square(windows[:, -1, :] - reconstruction)
+        return errors.mean(axis=1), errors, reconstruction

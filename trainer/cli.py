@@ -157,8 +157,14 @@ def _fit_flags(flags: EnvFlags) -> None:
     flags.add(
         "--target-fpr", type=float, default=0.05, help="row false-positive rate (objective fpr)"
     )
-    flags.add("--epochs", type=int, default=300, help="most epochs (early stopping ends sooner)")
-    flags.add("--patience", type=int, default=15, help="epochs without improvement before stop")
+    flags.add("--epochs", type=int, default=200, help="most epochs (early stopping ends sooner)")
+    flags.add("--patience", type=int, default=10, help="epochs without improvement before stop")
+    flags.add(
+        "--min-delta",
+        type=float,
+        default=1e-4,
+        help="smallest validation loss drop that counts as an improvement",
+    )
     flags.add("--batch-size", type=int, help="training batch (default: lstm 64, dense 128)")
     flags.add("--learning-rate", type=float, help="Adam step (default: lstm 1e-4, dense 1e-3)")
     flags.add("--pca-variance", type=float, default=0.9, help="variance kept by the PCA model")
@@ -257,6 +263,7 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             patience=args.patience,
+            min_delta=args.min_delta,
             pca_variance=args.pca_variance,
         ),
         lookback=args.lookback,

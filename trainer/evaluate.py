@@ -9,17 +9,11 @@ from typing import Any
 import numpy as np
 
 from streamer.episodes import EpisodePolicy, episode_starts
+from streamer.events import MINUTES_PER_DAY, EventResult, event_metrics
 from streamer.features import Scaler
 from streamer.scoring import Scorer
 from streamer.windows import make_windows
-from trainer.metrics import (
-    MINUTES_PER_DAY,
-    EventResult,
-    bootstrap_ci,
-    event_metrics,
-    roc_auc_event_ci,
-    row_metrics,
-)
+from trainer.metrics import bootstrap_ci, roc_auc_event_ci, row_metrics
 from trainer.prepare import Prepared
 
 _KEY_SCALE = 1e8  # minutes since the epoch stay below this until the 22nd century

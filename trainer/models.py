@@ -24,10 +24,11 @@ class ModelConfig:
 
     kind: str = "lstm"
     units: tuple[int, ...] | None = None
-    epochs: int = 300
+    epochs: int = 200
     batch_size: int | None = None
     learning_rate: float | None = None
-    patience: int = 15
+    patience: int = 10
+    min_delta: float = 1e-4
     l1: float = 1e-7
     pca_variance: float = 0.9
 
@@ -42,6 +43,7 @@ class ModelConfig:
             batch_size=self.batch_size or DEFAULT_BATCH[self.kind],
             learning_rate=self.learning_rate or DEFAULT_LEARNING_RATE[self.kind],
             patience=self.patience,
+            min_delta=self.min_delta,
             l1=self.l1,
             pca_variance=self.pca_variance,
         )
@@ -144,7 +146,10 @@ def fit_model(
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     callbacks: list[Any] = [
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True
+            monitor="val_loss",
+            patience=config.patience,
+            min_delta=config.min_delta,
+            restore_best_weights=True,
         )
     ]
     if progress:

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from trainer.metrics import bootstrap_ci, event_metrics, roc_auc_event_ci, row_metrics
+from streamer.events import event_metrics
+from trainer.metrics import bootstrap_ci, roc_auc_event_ci, row_metrics
 
 pytestmark = pytest.mark.unit
 

