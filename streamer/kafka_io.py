@@ -33,7 +33,6 @@ def consumer_config(settings: StreamerSettings) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "max.poll.interval.ms": settings.max_poll_interval_ms,
         "session.timeout.ms": settings.session_timeout_ms,
-        "partition.assignment.strategy": "cooperative-sticky",
     }
 
 

@@ -213,6 +213,7 @@ class Streamer:
         committed = consumer.committed(partitions, _TIMEOUT)
         for tp in committed:
             start = max(tp.offset, 0)
+            log.debug("partition %d: committed offset %d", tp.partition, tp.offset)
             kept = tp.partition in self._stale and self.committed.get(tp.partition) == start
             if not kept:
                 self.windows.drop_partitions({tp.partition})
@@ -221,7 +222,8 @@ class Streamer:
             self._stale.discard(tp.partition)
         self.windows.drop_partitions(self._stale)
         self._stale.clear()
-        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+        log.info("%s: assigned partitions %s", self.settings.instance_id,
+                 sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Keep the windows until the next assignment: if the same partitions come back at
@@ -230,7 +232,8 @@ class Streamer:
         for tp in partitions:
             self.assigned.discard(tp.partition)
             self._stale.add(tp.partition)
-        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
+        log.info("%s: revoked partitions %s", self.settings.instance_id,
+                 sorted(tp.partition for tp in partitions))
 
     def _replay(self, partition: int, end: int) -> None:
         """Read back the rows just before ``end`` so windows and episodes are as they were."""
