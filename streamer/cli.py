@@ -39,24 +39,18 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
     run = commands.add_parser(
-        "run",
-        help="consume sensor rows, publish alerts (a long-running consumer-group member)",
-        formatter_class=fmt,
+        "run", help="consume sensor rows, publish alerts (a long-running consumer-group member)"
     )
     _kafka_flags(EnvFlags(run, environ, ENV_PREFIX), required=True)
     _stream_flags(EnvFlags(run, environ, ENV_PREFIX))
-    sim = commands.add_parser(
-        "simulate", help="produce simulated (or replayed) plant rows", formatter_class=fmt
-    )
+    sim = commands.add_parser("simulate", help="produce simulated (or replayed) plant rows")
     _kafka_flags(EnvFlags(sim, environ, ENV_PREFIX), required=True)
     _simulate_flags(EnvFlags(sim, environ, ENV_PREFIX))
     demo = commands.add_parser(
         "demo",
         help="embedded broker, a model, a simulated plant and "
         "the streamer, all in one; prints alerts and a summary",
-        formatter_class=fmt,
     )
     flags = EnvFlags(demo, environ, ENV_PREFIX)
     _kafka_flags(flags, required=False)
@@ -76,7 +70,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     broker = commands.add_parser(
         "broker",
         help="run the embedded broker in the foreground (prints its bootstrap address first)",
-        formatter_class=fmt,
     )
     EnvFlags(broker, environ, ENV_PREFIX).add(
         "--port", type=int, help="listen port (default: a free one)"

@@ -222,8 +222,11 @@ class Streamer:
             self._stale.discard(tp.partition)
         self.windows.drop_partitions(self._stale)
         self._stale.clear()
-        log.info("%s: assigned partitions %s", self.settings.instance_id,
-                 sorted(tp.partition for tp in partitions))
+        log.info(
+            "%s: assigned partitions %s",
+            self.settings.instance_id,
+            sorted(tp.partition for tp in partitions),
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Keep the windows until the next assignment: if the same partitions come back at
@@ -232,8 +235,11 @@ class Streamer:
         for tp in partitions:
             self.assigned.discard(tp.partition)
             self._stale.add(tp.partition)
-        log.info("%s: revoked partitions %s", self.settings.instance_id,
-                 sorted(tp.partition for tp in partitions))
+        log.info(
+            "%s: revoked partitions %s",
+            self.settings.instance_id,
+            sorted(tp.partition for tp in partitions),
+        )
 
     def _replay(self, partition: int, end: int) -> None:
         """Read back the rows just before ``end`` so windows and episodes are as they were."""

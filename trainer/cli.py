@@ -42,11 +42,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fit = commands.add_parser(
-        "fit",
-        help="train a model and write a bundle to the registry",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    fit = commands.add_parser("fit", help="train a model and write a bundle to the registry")
     _data_flags(EnvFlags(fit, environ, ENV_PREFIX), sample=True)
     _fit_flags(EnvFlags(fit, environ, ENV_PREFIX))
     _judge_flags(EnvFlags(fit, environ, ENV_PREFIX))

@@ -2,7 +2,7 @@
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` names a running Kafka cluster: use it as it is.
 2. Else, where a Docker engine answers, a KRaft Kafka container through testcontainers.
-3. Else the embedded Tansu broker from ``streamer.broker`` (the project's ``broker`` extra).
+3. Else the embedded Tansu broker from ``streamer.broker``.
 
 Tests that depend on behaviour the embedded broker lacks ask for the fixtures below that
 mark them as expected failures there (strictly, so a fixed broker is noticed).
