@@ -159,6 +159,12 @@ def _simulate_flags(flags: EnvFlags) -> None:
         help="machine id for a replayed CSV without a machine_id column",
     )
     flags.add("--time-format", help="strptime format of the replayed CSV's time column")
+    flags.add(
+        "--speedup",
+        type=float,
+        help="pace rows by their own timestamps, this many "
+        "times faster than real time (instead of --rate)",
+    )
 
 
 def kafka_settings(args: argparse.Namespace, bootstrap: str | None = None) -> KafkaSettings:
@@ -281,7 +287,7 @@ def _simulate(args: argparse.Namespace) -> int:
         start = args.start or time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime())
         rows = iter_rows(PlantParams.load(), machines=args.machines, seed=args.seed, start=start)
     producer = Producer({**kafka.client_config(), "linger.ms": 5})
-    sent = produce(producer, args.topic, rows, args.rate, args.rows, stop)
+    sent = produce(producer, args.topic, rows, args.rate, args.rows, stop, speedup=args.speedup)
     print(f"produced {sent} rows to {args.topic}", flush=True)
     return 0
 

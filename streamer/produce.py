@@ -51,12 +51,19 @@ def produce(
     limit: int | None = None,
     stop: threading.Event | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    speedup: float | None = None,
 ) -> int:
-    """Send rows keyed by machine at ``rate`` rows per second (0: as fast as possible)."""
-    sent, started = 0, time.monotonic()
+    """Send rows keyed by machine at ``rate`` rows per second (0: as fast as possible), or,
+    with ``speedup``, at the pace of their own timestamps divided by it."""
+    sent, started, first_ts = 0, time.monotonic(), None
     for row in rows:
         if (stop is not None and stop.is_set()) or (limit is not None and sent >= limit):
             break
+        first_ts = row["ts"] if first_ts is None else first_ts
+        due = _due(sent, row["ts"] - first_ts, rate, speedup)
+        if due is not None and due > time.monotonic() - started:
+            producer.poll(0)
+            time.sleep(max(0.0, due - (time.monotonic() - started)))
         payload = orjson.dumps(row)
         while True:
             try:
@@ -67,12 +74,14 @@ def produce(
         if on_row is not None:
             on_row(row)
         sent += 1
-        if rate > 0:
-            ahead = sent / rate - (time.monotonic() - started)
-            if ahead > 0:
-                producer.poll(0)
-                time.sleep(ahead)
-        elif sent % 10_000 == 0:
+        if sent % 10_000 == 0:
             producer.poll(0)
     producer.flush(30)
     return sent
+
+
+def _due(sent: int, elapsed_ms: int, rate: float, speedup: float | None) -> float | None:
+    """Seconds after the start at which the next row is due (None: no pacing)."""
+    if speedup:
+        return elapsed_ms / 1000.0 / speedup
+    return sent / rate if rate > 0 else None
