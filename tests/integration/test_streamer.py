@@ -49,9 +49,8 @@ def scenario(tmp_path_factory):
 @pytest.fixture
 def setup(kafka_bootstrap, unique_name, scenario):
     def make(tag="run", instance="a", **overrides):
-        settings = settings_for(
-            kafka_bootstrap, scenario.registry, unique_name, tag, instance, **overrides
-        )
+        registry = overrides.pop("registry", scenario.registry)
+        settings = settings_for(kafka_bootstrap, registry, unique_name, tag, instance, **overrides)
         create_topics(
             kafka_bootstrap, {settings.topic: 4, settings.alerts_topic: 1, settings.dlq_topic: 1}
         )
