@@ -122,6 +122,12 @@ def fit(
         f"{len(train):,} training and {len(val):,} validation normal windows; "
         f"split {settings.protocol}"
     )
+    if settings.protocol == "random":
+        say(
+            "random split: windows of the same minutes fall on both sides, and a break's "
+            "rows are scattered over the sets; row-level figures are optimistic and the "
+            "event-level ones do not describe a plant"
+        )
     runs = [
         _run_seed(settings, prepared, windows, ends, sets, settings.seed + k, say)
         for k in range(settings.seeds)
