@@ -46,6 +46,31 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     _data_flags(EnvFlags(fit, environ, ENV_PREFIX), sample=True)
     _fit_flags(EnvFlags(fit, environ, ENV_PREFIX))
     _judge_flags(EnvFlags(fit, environ, ENV_PREFIX))
+    back = commands.add_parser(
+        "backtest",
+        help="walk-forward comparison of methods on the same folds (train on earlier days only)",
+    )
+    flags = EnvFlags(back, environ, ENV_PREFIX)
+    _data_flags(flags, sample=False)
+    flags.add(
+        "--methods",
+        type=comma_names,
+        default=("pca", "dense", "lstm"),
+        help="comma-separated model kinds to compare",
+    )
+    flags.add("--folds", type=int, default=4, help="test blocks after the first training days")
+    flags.add("--min-train-days", type=float, default=8.0, help="days before the first block")
+    flags.add(
+        "--val-days",
+        type=float,
+        default=2.0,
+        help="days before each block that choose its threshold",
+    )
+    flags.add("--lookback", type=int, default=5, help="rows per window")
+    flags.add("--epochs", type=int, default=200, help="most epochs per fit")
+    flags.add("--budget", type=float, default=2.0, help="false-alarm episodes per day allowed")
+    flags.add("--out", type=Path, default=Path("backtest"), help="folder for the table and plot")
+    _judge_flags(flags)
     ev = commands.add_parser("evaluate", help="score labelled rows with a bundle and judge it")
     flags = EnvFlags(ev, environ, ENV_PREFIX)
     where = ev.add_mutually_exclusive_group(required=False)
@@ -204,6 +229,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         stream=sys.stderr,
     )
     try:
+        if args.command == "backtest":
+            return _backtest(args)
         figures = _fit(args) if args.command == "fit" else _evaluate(args)
     except SheetBreakError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -296,6 +323,36 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
         "test": result.figures,
         "over_seeds": result.seeds,
     }
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from trainer.backtest import BacktestSettings, backtest, table_text  # noqa: PLC0415
+
+    if not args.data:
+        raise SheetBreakError("give --data PATH... to backtest on")
+    settings = BacktestSettings(
+        data=tuple(args.data),
+        out=args.out,
+        data_options=_data_options(args),
+        methods=tuple(args.methods),
+        folds=args.folds,
+        min_train_days=args.min_train_days,
+        val_days=args.val_days,
+        lookback=args.lookback,
+        epochs=args.epochs,
+        budget=args.budget,
+        min_lead=args.min_lead,
+        max_lead=args.max_lead,
+    )
+    try:
+        rows = backtest(settings)
+    except ValueError as exc:
+        raise SheetBreakError(str(exc)) from exc
+    print(table_text(rows, settings))
+    log.info("table, JSON, CSV and plot written to %s", args.out)
+    if args.json:
+        print(json.dumps(rows, separators=(",", ":")))
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:

@@ -48,15 +48,15 @@ def chronological_split(
         val_share = val_fraction * (1 - test_fraction)
         val_start = train_end
         test_start = np.quantile(later, val_share / (val_share + test_fraction))
-    val_start = _clear_of_breaks(float(val_start), break_times, guard_minutes)
-    test_start = _clear_of_breaks(float(test_start), break_times, guard_minutes)
+    val_start = clear_of_breaks(float(val_start), break_times, guard_minutes)
+    test_start = clear_of_breaks(float(test_start), break_times, guard_minutes)
     sets = np.full(times.shape[0], TRAIN, dtype=np.int8)
     sets[times >= val_start] = VALIDATION
     sets[times >= test_start] = TEST
     return sets, (val_start, test_start)
 
 
-def _clear_of_breaks(boundary: float, break_times: np.ndarray, guard: float) -> float:
+def clear_of_breaks(boundary: float, break_times: np.ndarray, guard: float) -> float:
     """Move a boundary forward past any break whose precursor span it would cut."""
     for tb in np.sort(break_times):
         if tb - guard <= boundary <= tb:

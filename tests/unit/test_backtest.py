@@ -1,0 +1,73 @@
+"""Walk-forward folds and the comparison table on a synthetic plant."""
+
+import json
+
+import numpy as np
+import pytest
+
+from streamer.labels import Horizon
+from trainer.backtest import BacktestSettings, backtest, make_folds
+from trainer.cli import main
+from trainer.data import read_table
+from trainer.prepare import feature_spec, prepare
+
+pytestmark = pytest.mark.unit
+
+
+def test_folds_train_only_on_earlier_days_and_never_cut_a_break(plant_csv, tmp_path):
+    table = read_table([plant_csv])
+    prepared = prepare(table, feature_spec(table, "auto", "drop"), Horizon())
+    settings = BacktestSettings(data=(), out=tmp_path, folds=3, min_train_days=1.0, val_days=0.25)
+    folds = make_folds(prepared, settings)
+    assert len(folds) == 3
+    covered = np.zeros(len(prepared), bool)
+    for fold in folds:
+        t = prepared.times
+        assert t[fold.train].max() < t[fold.val].min() <= t[fold.val].max() < t[fold.test].min()
+        assert not (covered & fold.test).any()
+        covered |= fold.test
+        for tb in prepared.break_times:
+            # A break and the 20 minutes before it lie in one set.
+            ahead = (t > tb - 20) & (t < tb)
+            sets = {
+                name for name in ("train", "val", "test") if (getattr(fold, name) & ahead).any()
+            }
+            assert len(sets) <= 1
+
+
+def test_backtest_writes_one_row_per_method_on_the_same_folds(plant_csv, tmp_path, capsys):
+    code = main(
+        [
+            "backtest",
+            "--data",
+            str(plant_csv),
+            "--methods",
+            "pca,dense",
+            "--folds",
+            "2",
+            "--min-train-days",
+            "1",
+            "--val-days",
+            "0.25",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path / "bt"),
+            "--json",
+        ],
+        environ={},
+    )
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["method"] for r in rows] == ["pca", "dense"]
+    assert rows[0]["breaks"] == rows[1]["breaks"] > 0
+    assert rows[0]["days"] == pytest.approx(rows[1]["days"])
+    assert rows[0]["event_recall"] > 0.5
+    for name in ("backtest.md", "backtest.json", "backtest.csv", "backtest.png"):
+        assert (tmp_path / "bt" / name).stat().st_size > 0
+
+
+def test_too_little_data_for_the_first_block_is_a_clear_error(plant_csv, tmp_path):
+    settings = BacktestSettings(data=(str(plant_csv),), out=tmp_path, min_train_days=30)
+    with pytest.raises(ValueError, match="leaves nothing to test"):
+        backtest(settings)
