@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -58,3 +61,20 @@ def comma_ints(text: str) -> tuple[int, ...]:
 def comma_names(text: str) -> tuple[str, ...]:
     """Parse ``"x28,x61"`` into a tuple of names."""
     return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def start(
+    build_parser: Callable[[Mapping[str, str]], argparse.ArgumentParser],
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str] | None,
+) -> argparse.Namespace:
+    """Parse the command line (flags fall back to the environment) and configure logging."""
+    # TensorFlow's C++ start-up notices are noise to a user of these tools.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser(os.environ if environ is None else environ).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return args

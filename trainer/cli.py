@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from streamer.cliutil import EnvFlags, comma_ints, comma_names
+from streamer.cliutil import EnvFlags, comma_ints, comma_names, start
 from streamer.errors import SheetBreakError
 from streamer.labels import Horizon
 from trainer.data import DataOptions, Table
@@ -220,14 +219,7 @@ def _judge_flags(flags: EnvFlags) -> None:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    # TensorFlow's C++ start-up notices are noise to a user of this tool.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser(os.environ if environ is None else environ).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    args = start(build_parser, argv, environ)
     try:
         if args.command == "backtest":
             return _backtest(args)
