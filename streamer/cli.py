@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
 
-from streamer.cliutil import EnvFlags
+from streamer.cliutil import EnvFlags, start
 from streamer.errors import ConfigError, SheetBreakError
 from streamer.settings import KafkaSettings, StreamerSettings
 
@@ -222,26 +221,20 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def serve_metrics(host: str, port: int | None, registry: Any) -> Any:
-    """Start /metrics on ``host:port``; returns the server (or None when port is 0)."""
+def serve_metrics(host: str, port: int | None, registry: Any, health: Any = None) -> Any:
+    """Start /metrics (and /healthz, /readyz given ``health``) on ``host:port``; None if no port."""
     if not port:
         return None
-    from prometheus_client import start_http_server  # noqa: PLC0415
+    from streamer.health import HealthServer  # noqa: PLC0415
 
-    server, _ = start_http_server(port, addr=host, registry=registry)
-    log.info("metrics at http://%s:%d/metrics", host, port)
+    server = HealthServer(host, port, registry, health)
+    log.info("metrics at http://%s:%d/metrics, probes at /healthz and /readyz", host, port)
     return server
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser(os.environ if environ is None else environ).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    args = start(build_parser, argv, environ)
     try:
         return {"run": _run, "simulate": _simulate, "demo": _demo, "broker": _broker}[args.command](
             args
@@ -262,7 +255,7 @@ def _run(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     stop = stop_on_signals()
     streamer = Streamer(settings, StreamerMetrics(registry), stop)
-    server = serve_metrics(settings.metrics_host, settings.metrics_port, registry)
+    server = serve_metrics(settings.metrics_host, settings.metrics_port, registry, streamer.health)
     try:
         streamer.run()
     finally:

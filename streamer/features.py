@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -59,15 +60,9 @@ class FeatureSpec:
         return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
     @cached_property
-    def _slots(self) -> dict[str, int | dict[float, int]]:
-        """Where each sensor lands in a row vector: a column, or its one-hot columns."""
-        slots: dict[str, int | dict[float, int]] = {n: i for i, n in enumerate(self.continuous)}
-        if self.categorical_mode == "onehot":
-            column = len(self.continuous)
-            for name, levels in self.categoricals.items():
-                slots[name] = {float(level): column + k for k, level in enumerate(levels)}
-                column += len(levels)
-        return slots
+    def _layout(self) -> _Layout:
+        """Where each sensor lands in a row vector, worked out once per spec."""
+        return _Layout.of(self)
 
     def vector(self, values: Mapping[str, float | None]) -> np.ndarray:
         """One row's model input from a sensor mapping; unknown or missing sensors are NaN.
@@ -75,20 +70,31 @@ class FeatureSpec:
         Sensors the spec does not know are ignored. A categorical level unseen in training
         encodes as all zeros, as in :meth:`matrix`.
         """
-        out = np.full(len(self.feature_names), np.nan, dtype=np.float32)
-        for name, slot in self._slots.items():
-            value = values.get(name)
-            if value is None:
-                continue
-            if isinstance(slot, int):
-                out[slot] = value
-            else:
-                columns = list(slot.values())
-                out[columns] = 0.0
-                hit = slot.get(float(value))
-                if hit is not None:
-                    out[hit] = 1.0
-        return out
+        return self.vectors([values])[0][0]
+
+    def vectors(self, rows: Sequence[Mapping[str, float | None]]) -> tuple[np.ndarray, np.ndarray]:
+        """Many rows' model inputs at once (row ``i`` is ``vector(rows[i])``), and how many
+        of the spec's sensors each row names (a null names its sensor)."""
+        layout = self._layout
+        count = len(self.sensors)
+        named = np.full(len(rows), count, dtype=np.int64)
+        picked: list[tuple[Any, ...]] = []
+        for i, values in enumerate(rows):
+            try:
+                picked.append(layout.pick(values))
+            except KeyError:
+                picked.append(tuple(values.get(name) for name in self.sensors))
+                named[i] = sum(1 for name in self.sensors if name in values)
+        # A null becomes NaN in the conversion.
+        raw = np.array(picked, dtype=np.float64).reshape(len(rows), count)
+        out = np.empty((len(rows), layout.width), dtype=np.float32)
+        out[:, : len(layout.continuous)] = raw[:, layout.continuous]
+        for column, start, levels in layout.onehot:
+            value = raw[:, column]
+            block = (value[:, None] == levels[None, :]).astype(np.float32)
+            block[np.isnan(value)] = np.nan
+            out[:, start : start + len(levels)] = block
+        return out, named
 
     def to_dict(self) -> dict[str, Any]:
         """Manifest form."""
@@ -111,6 +117,39 @@ class FeatureSpec:
         if stored != spec.feature_names:
             raise DataError("manifest feature_names disagree with its sensors and categoricals")
         return spec
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Columns of a spec's sensors in the model input, for filling many rows at once."""
+
+    pick: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    continuous: np.ndarray
+    onehot: tuple[tuple[int, int, np.ndarray], ...]
+    width: int
+
+    @classmethod
+    def of(cls, spec: FeatureSpec) -> _Layout:
+        """The layout of ``spec``: sensor positions of its continuous and one-hot columns."""
+        position = {name: i for i, name in enumerate(spec.sensors)}
+        continuous = np.array([position[name] for name in spec.continuous], dtype=np.int64)
+        onehot: list[tuple[int, int, np.ndarray]] = []
+        if spec.categorical_mode == "onehot":
+            start = len(continuous)
+            for name, levels in spec.categoricals.items():
+                onehot.append((position[name], start, np.asarray(levels, dtype=np.float64)))
+                start += len(levels)
+        return cls(_picker(spec.sensors), continuous, tuple(onehot), len(spec.feature_names))
+
+
+def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function giving the values of ``names`` as a tuple; KeyError if one is absent."""
+    if len(names) == 1:
+        only = names[0]
+        return lambda values: (values[only],)
+    if not names:
+        return lambda values: ()
+    return operator.itemgetter(*names)
 
 
 def _level_text(level: float) -> str:

@@ -6,6 +6,7 @@ with the same features takes over the windows as they are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,7 +86,9 @@ class MachineWindows:
 
     def check_sensors(self, row: Row) -> None:
         """Refuse rows whose sensors are mostly not the model's."""
-        known = sum(1 for name in self.spec.sensors if name in row.values)
+        self._check_named(sum(1 for name in self.spec.sensors if name in row.values))
+
+    def _check_named(self, known: int) -> None:
         if known < self.quality.min_sensor_share * len(self.spec.sensors):
             raise RowRejected(
                 INCOMPATIBLE_SENSORS,
@@ -94,7 +97,46 @@ class MachineWindows:
 
     def observe(self, row: Row, partition: int) -> Observation:
         """Apply the data-quality rule and push the row; raises RowRejected if out of order."""
-        self.check_sensors(row)
+        outcome = self.observe_many([row], [partition])[0]
+        if isinstance(outcome, RowRejected):
+            raise outcome
+        return outcome
+
+    def observe_many(
+        self, rows: Sequence[Row], partitions: Sequence[int], ready: np.ndarray | None = None
+    ) -> list[Observation | RowRejected]:
+        """:meth:`observe` each row in order; a rejected row gives its RowRejected in its
+        place. With ``ready`` (shaped rows x lookback x features), the window of the k-th
+        READY row is copied to ``ready[k]`` as it stood right after that row.
+
+        The rows' vectors are built in one go, and window shifts and fresh sensor values are
+        kept as row numbers during the batch and written to the machines once at its end.
+        """
+        vectors, named = self.spec.vectors([row.values for row in rows])
+        complete = ~np.isnan(vectors).any(axis=1)
+        batch = _Batch(vectors, self.lookback)
+        out: list[Observation | RowRejected] = []
+        for i, (row, partition, known, full) in enumerate(
+            zip(rows, partitions, named.tolist(), complete.tolist(), strict=True)
+        ):
+            try:
+                out.append(self._observe(batch, i, row, partition, known, full, ready is not None))
+            except RowRejected as exc:
+                out.append(exc)
+        batch.finish(ready)
+        return out
+
+    def _observe(
+        self,
+        batch: _Batch,
+        i: int,
+        row: Row,
+        partition: int,
+        known: int,
+        complete: bool,
+        keep_ready: bool,
+    ) -> Observation:
+        self._check_named(known)
         machine = self.get(row.machine_id, partition)
         if row.ts_ms <= machine.last_ts:
             raise RowRejected(
@@ -105,17 +147,27 @@ class MachineWindows:
         if machine.last_ts >= 0 and row.ts_ms - machine.last_ts > self.quality.max_gap_ms:
             machine.count, restarted = 0, "gap"
         machine.last_ts = row.ts_ms
-        raw = self._fill(machine, self.spec.vector(row.values), row.ts_ms)
+        if complete:
+            # Nothing to carry forward: every sensor is fresh as of this row.
+            batch.fresh[row.machine_id] = (machine, i, row.ts_ms)
+            raw = batch.vectors[i]
+        else:
+            batch.settle(row.machine_id)
+            raw = self._fill(machine, batch.vectors[i], row.ts_ms)
+            batch.vectors[i] = raw
         if row.brk:
             machine.count = 0
             return Observation(BREAK, raw, "break")
-        if np.isnan(raw).any():
+        if not complete and np.isnan(raw).any():
             machine.count = 0
             return Observation(DEGRADED, raw, "degraded")
-        machine.window[:-1] = machine.window[1:]
-        machine.window[-1] = raw
+        recent = batch.push(row.machine_id, machine, i)
         machine.count += 1
-        return Observation(READY if machine.count >= self.lookback else WARMING, raw, restarted)
+        if machine.count < self.lookback:
+            return Observation(WARMING, raw, restarted)
+        if keep_ready:
+            batch.ready.append(recent.copy())
+        return Observation(READY, raw, restarted)
 
     def _fill(self, machine: Machine, raw: np.ndarray, ts_ms: int) -> np.ndarray:
         """Carry missing sensors forward for a bounded time."""
@@ -142,3 +194,52 @@ class MachineWindows:
     def warming(self) -> int:
         """Machines whose window is not yet full."""
         return sum(1 for s in self.machines.values() if s.count < self.lookback)
+
+
+class _Batch:
+    """One batch's window shifts and fresh rows, as row numbers, applied at its end.
+
+    Row numbers below ``len(vectors)`` are the batch's own rows; the rest point at rows of
+    the windows as they stood before the batch.
+    """
+
+    def __init__(self, vectors: np.ndarray, lookback: int) -> None:
+        self.vectors, self.lookback = vectors, lookback
+        self.before: list[np.ndarray] = []
+        self.machines: dict[str, Machine] = {}
+        self.recent: dict[str, list[int]] = {}
+        self.fresh: dict[str, tuple[Machine, int, int]] = {}
+        self.ready: list[list[int]] = []
+
+    def push(self, machine_id: str, machine: Machine, i: int) -> list[int]:
+        """Shift row ``i`` into the machine's window; returns the window's row numbers."""
+        recent = self.recent.get(machine_id)
+        if recent is None:
+            start = len(self.vectors) + self.lookback * len(self.before)
+            self.before.append(machine.window)
+            self.machines[machine_id] = machine
+            recent = self.recent[machine_id] = list(range(start, start + self.lookback))
+        del recent[0]
+        recent.append(i)
+        return recent
+
+    def settle(self, machine_id: str) -> None:
+        """Write the machine's latest complete row to its carried-forward values."""
+        pending = self.fresh.pop(machine_id, None)
+        if pending is not None:
+            machine, i, ts_ms = pending
+            machine.last_raw[:] = self.vectors[i]
+            machine.seen_ts[:] = ts_ms
+
+    def finish(self, ready: np.ndarray | None) -> None:
+        """Copy out the READY windows and leave every machine as row-by-row pushes would."""
+        rows = self.vectors
+        if self.before:
+            width = rows.shape[1]
+            rows = np.concatenate([rows, np.stack(self.before).reshape(-1, width)])
+        if ready is not None and self.ready:
+            ready[: len(self.ready)] = rows[np.array(self.ready)]
+        for machine_id, recent in self.recent.items():
+            self.machines[machine_id].window[:] = rows[recent]
+        for machine_id in list(self.fresh):
+            self.settle(machine_id)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamer.rows import REASONS
@@ -125,13 +129,46 @@ class StreamerMetrics:
         self.replayed = Counter(
             name("rows_replayed"), "Rows read back to rebuild windows", registry=registry
         )
+        self.breaks = Counter(
+            name("breaks"),
+            "Breaks signalled by the rows, by outcome: warned (an episode was open) or missed",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("warned", "missed"):
+            self.breaks.labels(outcome)
         for reason in REASONS:
             self.rows_dead_lettered.labels(reason)
         for status in ("open", "update", "resolved"):
             self.alerts.labels(status)
+
+    def count_breaks(self, breaks: int, alerts: Sequence[Mapping[str, Any]]) -> None:
+        """Count a batch's break rows as warned (an episode closed by the break) or missed."""
+        warned = sum(a["status"] == "resolved" and a.get("reason") == "break" for a in alerts)
+        self.breaks.labels("warned").inc(min(warned, breaks))
+        self.breaks.labels("missed").inc(max(0, breaks - warned))
 
     def use_model(self, version: str, threshold: float) -> None:
         """Show which model and threshold are in use (one version label at a time)."""
         self.model_info.clear()
         self.model_info.labels(version).set(1)
         self.threshold.set(threshold)
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """Observe every value at once: the same buckets, count and sum as one ``observe`` each.
+
+    prometheus_client has no bulk observe, and one call per scored row costs more than the
+    row's share of the model call; here each bucket's counter is incremented once per batch.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return
+    bounds = np.asarray(histogram._upper_bounds, dtype=np.float64)
+    # observe() puts a value in the first bucket whose upper bound it does not exceed.
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    histogram._sum.inc(float(values.sum()))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=False):
+        if count:
+            bucket.inc(count)

@@ -18,7 +18,7 @@ from streamer.alerts import alert_message, top_sensors
 from streamer.bundle import Bundle, load_bundle
 from streamer.episodes import advance, close
 from streamer.machines import READY, MachineWindows
-from streamer.rows import RowRejected, decode_row
+from streamer.rows import Row, RowRejected, decode_row
 from streamer.scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class BatchOutcome:
     seconds: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Step:
     machine: str
     ts_ms: int
@@ -72,48 +72,57 @@ def process(
 ) -> BatchOutcome:
     """Decode, window, score in one model call and advance each machine's episode in order."""
     out = BatchOutcome()
-    steps: list[_Step] = []
-    batch: list[np.ndarray] = []
+    decoded: list[tuple[int, Row]] = []
+    partitions: list[int] = []
+    failed: dict[int, RowRejected] = {}
     for index, message in enumerate(messages):
         try:
-            row = decode_row(message.value(), message.key(), max_bytes)
-            obs = windows.observe(row, message.partition() or 0)
+            decoded.append((index, decode_row(message.value(), message.key(), max_bytes)))
         except RowRejected as exc:
-            out.dead.append((index, exc.reason, str(exc)))
+            failed[index] = exc
+            continue
+        partitions.append(message.partition() or 0)
+    batch = np.empty((len(decoded), windows.lookback, windows.width), np.float32)
+    observed = windows.observe_many([row for _, row in decoded], partitions, batch)
+    steps: list[_Step] = []
+    for (index, row), obs in zip(decoded, observed, strict=True):
+        if isinstance(obs, RowRejected):
+            failed[index] = obs
             continue
         if obs.restarted:
             steps.append(_Step(row.machine_id, row.ts_ms, reason=obs.restarted))
         if row.brk:
             out.breaks.append((row.machine_id, row.ts_ms))
         if obs.kind == READY:
-            steps.append(_Step(row.machine_id, row.ts_ms, position=len(batch)))
-            batch.append(windows.machines[row.machine_id].window.copy())
+            steps.append(_Step(row.machine_id, row.ts_ms, position=len(out.scored)))
             out.scored.append(index)
         else:
             out.unscored[obs.kind] += 1
-    _score_and_alert(model, windows, batch, steps, now_ms, out)
+    out.dead = [(index, exc.reason, str(exc)) for index, exc in sorted(failed.items())]
+    _score_and_alert(model, windows, batch[: len(out.scored)], steps, now_ms, out)
     return out
 
 
 def _score_and_alert(
     model: Model,
     windows: MachineWindows,
-    batch: list[np.ndarray],
+    raw: np.ndarray,
     steps: list[_Step],
     now_ms: int,
     out: BatchOutcome,
 ) -> None:
     bundle = model.bundle
-    width = len(bundle.spec.feature_names)
-    raw = np.stack(batch) if batch else np.zeros((0, bundle.lookback, width), np.float32)
     errors = recon = raw[:, -1, :]
-    if batch:
+    if len(raw):
         started = time.perf_counter()
         out.scores, errors, recon = model.scorer.score(bundle.scaler.transform(raw))
         out.seconds = time.perf_counter() - started
+    alerting = (np.asarray(out.scores, np.float64) >= bundle.threshold).tolist()
     for step in steps:
         machine = windows.machines[step.machine]
         k = step.position
+        if k >= 0 and not alerting[k] and machine.episode.started_ms is None:
+            continue  # a closed episode and a score under the threshold: nothing happens
         if k < 0:
             machine.episode, event = close(machine.episode, step.reason)
         else:

@@ -8,13 +8,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamer import kafka_io
 from streamer.bundle import Registry
 from streamer.errors import BundleError
+from streamer.health import Health, HealthCollector
 from streamer.machines import DataQuality, MachineWindows
-from streamer.metrics import StreamerMetrics
+from streamer.metrics import StreamerMetrics, observe_many
 from streamer.pipeline import BatchOutcome, Model, process
 from streamer.rows import RowRejected, decode_row
 from streamer.settings import StreamerSettings
@@ -40,6 +42,8 @@ class Streamer:
         self.on_alert = on_alert
         self.registry = Registry(settings.registry)
         self.model = Model.load(self.registry.current_path())
+        self.health = Health(lambda: self.model.bundle.version)
+        metrics.registry.register(HealthCollector(self.health))
         self.windows = self._new_windows()
         self.refused: set[str] = set()
         self.committed: dict[int, int] = {}
@@ -48,6 +52,7 @@ class Streamer:
         self._producer: Producer | None = None
         self._reader: Consumer | None = None
         self._stale: set[int] = set()
+        self._row_seconds = 0.0  # the last batch's time per row, which bounds the next batch
         metrics.use_model(self.model.bundle.version, self.model.bundle.threshold)
         log.info(
             "using model %s (threshold %.5g)",
@@ -90,7 +95,8 @@ class Streamer:
             )
             last_lag = last_reload = last_evict = time.monotonic()
             while not self.stop.is_set():
-                messages = consumer.consume(settings.max_batch, settings.poll_seconds)
+                messages = self._poll(consumer)
+                self.health.polled()
                 good = [m for m in messages if self._usable(m)]
                 if good:
                     self._handle(good)
@@ -100,6 +106,7 @@ class Streamer:
                     last_reload = now
                 if now - last_lag >= _LAG_EVERY:
                     self._report_lag()
+                    self.health.probe(consumer, settings.topic)
                     last_lag = now
                 if now - last_evict >= _EVICT_EVERY:
                     self._evict()
@@ -112,6 +119,24 @@ class Streamer:
                 self._reader.close()
             self._consumer = self._producer = self._reader = None
 
+    def _poll(self, consumer: Consumer) -> list[Message]:
+        """Wait for the first row only, then take what has already arrived, up to a limit.
+
+        A light stream is scored as it comes, never held back to fill a batch; under load the
+        rows that arrived during the last batch form the next one, so batches grow with the
+        load. The limit is ``max_batch``, and no more rows than the last batch's pace gets
+        through in a quarter of ``max.poll.interval.ms``: however slow scoring becomes, the
+        loop polls again in time and the member keeps its partitions.
+        """
+        limit = self.settings.max_batch
+        if self._row_seconds > 0:
+            budget = self.settings.max_poll_interval_ms / 4000
+            limit = max(1, min(limit, int(budget / self._row_seconds)))
+        first = consumer.consume(1, self.settings.poll_seconds)
+        if not first or limit == 1:
+            return first
+        return first + consumer.consume(limit - 1, 0)
+
     def _usable(self, message: Message) -> bool:
         error = message.error()
         if error is None:
@@ -123,6 +148,7 @@ class Streamer:
     def _handle(self, messages: list[Message]) -> None:
         """One batch: process, publish and commit in one transaction (or at least once)."""
         assert self._consumer is not None and self._producer is not None
+        started = time.monotonic()
         outcome = process(
             self.model, self.windows, messages, self.settings.max_row_bytes, int(time.time() * 1000)
         )
@@ -132,6 +158,7 @@ class Streamer:
             self._recover(exc)
             return
         self._record(messages, outcome)
+        self._row_seconds = (time.monotonic() - started) / len(messages)
 
     def _publish(self, messages: list[Message], outcome: BatchOutcome) -> None:
         settings, producer, consumer = self.settings, self._producer, self._consumer
@@ -178,12 +205,11 @@ class Streamer:
         if len(outcome.scored):
             metrics.batch_size.observe(len(outcome.scored))
             metrics.batch_seconds.observe(outcome.seconds)
-            for score in outcome.scores:
-                metrics.reconstruction_error.observe(float(score))
-            for index in outcome.scored:
-                stamp_type, stamp = messages[index].timestamp()
-                if stamp_type != 0 and stamp > 0:
-                    metrics.latency.observe(max(0.0, now - stamp / 1000))
+            observe_many(metrics.reconstruction_error, outcome.scores)
+            stamps = np.array([messages[i].timestamp() for i in outcome.scored], np.float64)
+            known = stamps[(stamps[:, 0] != 0) & (stamps[:, 1] > 0), 1]
+            observe_many(metrics.latency, np.maximum(0.0, now - known / 1000))
+        metrics.count_breaks(len(outcome.breaks), outcome.alerts)
         metrics.machines.set(len(self.windows))
         metrics.warming.set(self.windows.warming())
 
@@ -210,6 +236,7 @@ class Streamer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("assigned").inc()
+        self.health.joined()
         committed = consumer.committed(partitions, _TIMEOUT)
         for tp in committed:
             start = max(tp.offset, 0)
