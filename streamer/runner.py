@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -262,6 +263,9 @@ class Streamer:
         for tp in partitions:
             self.assigned.discard(tp.partition)
             self._stale.add(tp.partition)
+            # Another member reports this partition's lag now; a stale value would mislead.
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(str(tp.partition))
         log.info(
             "%s: revoked partitions %s",
             self.settings.instance_id,

@@ -5,12 +5,14 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
 
 from streamer import rows as r
 from streamer.alerts import alert_id, alert_message, episode_id, top_sensors
 from streamer.episodes import EpisodePolicy, EpisodeState, advance, close, episode_starts
 from streamer.features import FeatureSpec
 from streamer.machines import BREAK, DEGRADED, READY, WARMING, DataQuality, MachineWindows
+from streamer.metrics import observe_many
 from streamer.windows import make_windows, segment_ids
 
 pytestmark = pytest.mark.unit
@@ -217,3 +219,52 @@ def test_alert_ids_are_deterministic_and_distinct_per_event():
         "horizon_minutes",
     }
     assert message["ts"] == "1970-01-01T00:00:01.000Z"
+
+
+def test_a_batch_with_many_rows_per_machine_equals_rows_one_at_a_time():
+    rng = np.random.default_rng(9)
+    rows = []
+    for step in range(40):
+        for machine in ("A", "B", "C"):
+            values = {"a": float(rng.normal()), "b": None if rng.random() < 0.2 else 2.0}
+            brk = int(rng.random() < 0.04)
+            ts = step * 2 + (30 if step > 25 and machine == "B" else 0)
+            rows.append(r.Row(machine, ts * MIN, values, brk))
+    rows.insert(50, r.Row("A", 0, {"a": 1.0, "b": 2.0}, 0))  # out of order
+    one, many = windows(), windows()
+    singles = []
+    for row in rows:
+        try:
+            singles.append(one.observe(row, 0))
+        except r.RowRejected as exc:
+            singles.append(exc)
+    ready = np.zeros((len(rows), 3, 2), np.float32)
+    batch = many.observe_many(rows, [0] * len(rows), ready)
+    assert [type(x).__name__ for x in batch] == [type(x).__name__ for x in singles]
+    kinds = [(x.kind, x.restarted) for x in batch if not isinstance(x, r.RowRejected)]
+    assert kinds == [(x.kind, x.restarted) for x in singles if not isinstance(x, r.RowRejected)]
+    for name in ("A", "B", "C"):
+        np.testing.assert_array_equal(one.machines[name].window, many.machines[name].window)
+        assert one.machines[name].count == many.machines[name].count
+
+
+def test_bulk_histogram_observe_matches_one_by_one():
+    values = np.random.default_rng(2).lognormal(size=500)
+    values[::50] = 1.0  # exactly on a bucket bound
+    one = Histogram("one", "x", buckets=(0.5, 1.0, 2.0, 5.0), registry=CollectorRegistry())
+    bulk = Histogram("bulk", "x", buckets=(0.5, 1.0, 2.0, 5.0), registry=CollectorRegistry())
+    for v in values:
+        one.observe(float(v))
+    observe_many(bulk, values)
+    samples = [
+        (s.name.replace("one", ""), s.labels.get("le"), s.value)
+        for s in one.collect()[0].samples
+        if not s.name.endswith("_created")
+    ]
+    bulk_samples = [
+        (s.name.replace("bulk", ""), s.labels.get("le"), s.value)
+        for s in bulk.collect()[0].samples
+        if not s.name.endswith("_created")
+    ]
+    assert [x[:2] for x in samples] == [x[:2] for x in bulk_samples]
+    np.testing.assert_allclose([x[2] for x in samples], [x[2] for x in bulk_samples])
