@@ -185,6 +185,10 @@ class Streamer:
                 offsets, consumer.consumer_group_metadata(), _TIMEOUT
             )
             producer.commit_transaction(_TIMEOUT)
+            # The same offsets once more through the group, after the transaction holds
+            # them: redundant on Kafka, but the embedded broker keeps only one partition
+            # of a transactional offset commit.
+            consumer.commit(offsets=offsets, asynchronous=True)
         else:
             producer.flush(_TIMEOUT)
             consumer.commit(offsets=offsets, asynchronous=False)
@@ -247,6 +251,8 @@ class Streamer:
                 self.windows.drop_partitions({tp.partition})
                 self._replay(tp.partition, start)
             self.assigned.add(tp.partition)
+            if tp.offset >= 0:
+                self.committed[tp.partition] = tp.offset
             self._stale.discard(tp.partition)
         self.windows.drop_partitions(self._stale)
         self._stale.clear()
@@ -321,20 +327,26 @@ class Streamer:
         return None
 
     def _read(self, reader: Consumer, partition: int, start: int, end: int) -> list[Message]:
-        """Messages with offsets in ``[start, end)`` of one partition, within a deadline."""
+        """Messages with offsets in ``[start, end)`` of one partition, within a deadline.
+
+        The end of the partition alone does not stop the read: some brokers report a high
+        watermark short of the last record, so reading stops at ``end - 1``, or when the end
+        was reported and a further poll brings nothing (e.g. ``end - 1`` is a transaction
+        marker, which is never delivered).
+        """
         reader.assign([TopicPartition(self.settings.topic, partition, start)])
         out: list[Message] = []
         deadline = time.monotonic() + _TIMEOUT
+        seen_end = False
         while time.monotonic() < deadline:
-            batch = reader.consume(min(10_000, end - start), 1.0)
-            at_end = False
-            for message in batch:
-                error = message.error()
-                if error is None and (message.offset() or 0) < end:
-                    out.append(message)
-                at_end |= error is not None and error.code() == KafkaError._PARTITION_EOF
-            if at_end or (out and (out[-1].offset() or 0) >= end - 1):
+            batch = reader.consume(min(10_000, end - start), 0.5)
+            records = [m for m in batch if m.error() is None]
+            out.extend(m for m in records if (m.offset() or 0) < end)
+            if out and (out[-1].offset() or 0) >= end - 1:
                 break
+            if seen_end and not records:
+                break
+            seen_end |= any(_is_end(m) for m in batch)
         reader.unassign()
         return out
 
@@ -387,3 +399,9 @@ class Streamer:
             gone = self.windows.evict_idle(newest, int(self.settings.idle_minutes * 60_000))
             if gone:
                 log.info("evicted %d idle machines", gone)
+
+
+def _is_end(message: Message) -> bool:
+    """Whether the message is the consumer's end-of-partition event."""
+    error = message.error()
+    return error is not None and error.code() == KafkaError._PARTITION_EOF
