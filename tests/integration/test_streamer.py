@@ -132,17 +132,22 @@ def test_malformed_rows_are_dead_lettered_and_good_rows_still_scored(
     assert run.value("sheetbreak_rows_scored_total") == len(good) - warmup
 
 
-def test_a_restarted_streamer_neither_loses_nor_duplicates_alerts(kafka_bootstrap, setup, scenario):
-    rows = scenario_rows(scenario, normal_machines=3, drift_machines=2)
+def uninterrupted_alert_ids(kafka_bootstrap, setup, rows):
+    """The alert ids of one streamer that sees every row without interruption, sorted."""
     reference = setup("ref", "ref")
     with running(reference) as run:
         produce_rows(kafka_bootstrap, reference.topic, rows)
         wait_until(
-            lambda: run.value("sheetbreak_rows_consumed_total") >= len(rows),
-            60,
-            "the reference run",
+            lambda: run.value("sheetbreak_rows_consumed_total") >= len(rows), 60, "the reference"
         )
-    expected = [a["alert_id"] for a in alerts_of(read_all(kafka_bootstrap, reference.alerts_topic))]
+    return sorted(
+        a["alert_id"] for a in alerts_of(read_all(kafka_bootstrap, reference.alerts_topic))
+    )
+
+
+def test_a_restarted_streamer_neither_loses_nor_duplicates_alerts(kafka_bootstrap, setup, scenario):
+    rows = scenario_rows(scenario, normal_machines=3, drift_machines=2)
+    expected = uninterrupted_alert_ids(kafka_bootstrap, setup, rows)
     assert len(expected) >= 4
     settings = setup("run", "a")
     # Stop in the middle of the drifting machines' episodes (their last rows ramp).
@@ -165,17 +170,7 @@ def test_a_joining_streamer_takes_over_partitions_after_rebuilding_windows(
     kafka_bootstrap, setup, scenario
 ):
     rows = scenario_rows(scenario, normal_machines=7, drift_machines=1)
-    reference = setup("ref", "ref")
-    with running(reference) as run:
-        produce_rows(kafka_bootstrap, reference.topic, rows)
-        wait_until(
-            lambda: run.value("sheetbreak_rows_consumed_total") >= len(rows),
-            60,
-            "the reference run",
-        )
-    expected = sorted(
-        a["alert_id"] for a in alerts_of(read_all(kafka_bootstrap, reference.alerts_topic))
-    )
+    expected = uninterrupted_alert_ids(kafka_bootstrap, setup, rows)
     first = setup("run", "a")
     second = dataclasses.replace(first, instance_id="b")
     half = len(rows) // 2
