@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -22,14 +22,6 @@ from streamer.rows import Row, RowRejected, decode_row
 from streamer.scoring import Scorer
 
 log = logging.getLogger(__name__)
-
-
-class MessageLike(Protocol):
-    """What the pipeline reads of a Kafka message."""
-
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
-    def partition(self) -> int | None: ...
 
 
 @dataclass(frozen=True)

@@ -110,21 +110,28 @@ def kafka_bootstrap(kafka_broker: KafkaUnderTest) -> str:
     return kafka_broker.bootstrap_servers
 
 
+def _expect_failure_unless(
+    request: pytest.FixtureRequest, broker: KafkaUnderTest, capable: bool, lack: str
+) -> str:
+    """Mark the test a strict expected failure on a broker known to lack a behaviour."""
+    if not capable:
+        request.applymarker(
+            pytest.mark.xfail(reason=f"{broker.source} {lack}", raises=AssertionError, strict=True)
+        )
+    return broker.bootstrap_servers
+
+
 @pytest.fixture
 def kafka_bootstrap_abort_isolated(
     request: pytest.FixtureRequest, kafka_broker: KafkaUnderTest
 ) -> str:
     """Bootstrap servers for a test that needs aborted transactions hidden from readers."""
-    if not kafka_broker.hides_aborted_transactions:
-        request.applymarker(
-            pytest.mark.xfail(
-                reason=f"{kafka_broker.source} delivers aborted transactional records "
-                "to read_committed consumers",
-                raises=AssertionError,
-                strict=True,
-            )
-        )
-    return kafka_broker.bootstrap_servers
+    return _expect_failure_unless(
+        request,
+        kafka_broker,
+        kafka_broker.hides_aborted_transactions,
+        "delivers aborted transactional records to read_committed consumers",
+    )
 
 
 @pytest.fixture
@@ -132,16 +139,12 @@ def kafka_bootstrap_exact_watermark(
     request: pytest.FixtureRequest, kafka_broker: KafkaUnderTest
 ) -> str:
     """Bootstrap servers for a test that needs the high watermark to count every record."""
-    if not kafka_broker.exact_high_watermark:
-        request.applymarker(
-            pytest.mark.xfail(
-                reason=f"{kafka_broker.source} reports the last batch's base offset + 1 "
-                "as the high watermark",
-                raises=AssertionError,
-                strict=True,
-            )
-        )
-    return kafka_broker.bootstrap_servers
+    return _expect_failure_unless(
+        request,
+        kafka_broker,
+        kafka_broker.exact_high_watermark,
+        "reports the last batch's base offset + 1 as the high watermark",
+    )
 
 
 @pytest.fixture
