@@ -7,13 +7,14 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streamer.episodes import EpisodePolicy
 from streamer.errors import BundleError, DataError
 from streamer.features import FeatureSpec, Scaler
+from streamer.leadtime import WarningWindow
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -35,6 +36,7 @@ class Bundle:
     episode_policy: EpisodePolicy
     max_gap_minutes: float
     horizon_minutes: float
+    warning: WarningWindow = field(default_factory=WarningWindow)
 
     @property
     def version(self) -> str:
@@ -89,6 +91,7 @@ def _bundle_from_manifest(folder: Path, manifest: Mapping[str, Any]) -> Bundle:
         episode_policy=EpisodePolicy(clear_rows=int(manifest["episodes"]["clear_rows"])),
         max_gap_minutes=float(preprocessing["max_gap_minutes"]),
         horizon_minutes=float(manifest["labels"]["horizon_minutes"]),
+        warning=WarningWindow.from_manifest(manifest),
     )
 
 

@@ -133,6 +133,13 @@ def _stream_flags(flags: EnvFlags) -> None:
         help="how often the registry pointer is checked",
     )
     flags.add("--idle-minutes", type=float, default=1440.0, help="forget machines silent this long")
+    flags.add(
+        "--shadow",
+        type=Path,
+        help="a candidate bundle folder scored beside the current model, publishing nothing: "
+        "its alerts, errors and breaks warned go to metrics labelled by model_version; "
+        "checked for a new bundle as often as the registry",
+    )
     flags.add("--metrics-port", type=int, default=9108, help="port of /metrics (0: none)")
     flags.add(
         "--metrics-host",
@@ -201,6 +208,7 @@ def streamer_settings(args: argparse.Namespace, kafka: KafkaSettings) -> Streame
         replay_minutes=args.replay_minutes,
         reload_seconds=args.reload_seconds,
         idle_minutes=args.idle_minutes,
+        shadow=args.shadow,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port or None,
         session_timeout_ms=args.session_timeout_ms,

@@ -63,6 +63,16 @@ class EpisodeState:
     peak: float = 0.0
 
 
+@dataclass(slots=True)
+class Step:
+    """What a batch does to one machine's episode: a scored row, or a cut for ``reason``."""
+
+    machine: str
+    ts_ms: int
+    position: int = -1  # the row's index among the batch's scores; -1 for a cut
+    reason: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """An episode event to publish: ``open``, ``update`` or ``resolved``."""

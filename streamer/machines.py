@@ -13,7 +13,7 @@ import numpy as np
 
 from streamer.episodes import EpisodeState
 from streamer.features import FeatureSpec
-from streamer.rows import INCOMPATIBLE_SENSORS, OUT_OF_ORDER, Row, RowRejected
+from streamer.rows import INCOMPATIBLE_SENSORS, NON_FINITE, OUT_OF_ORDER, Row, RowRejected
 
 # What became of an accepted row.
 READY = "ready"  # the window is full: score it
@@ -48,6 +48,7 @@ class Machine:
     last_raw: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     seen_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     episode: EpisodeState = field(default_factory=EpisodeState)
+    openings: tuple[int, ...] = ()  # recent episode starts, to judge a break's lead time
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +113,31 @@ class MachineWindows:
         The rows' vectors are built in one go, and window shifts and fresh sensor values are
         kept as row numbers during the batch and written to the machines once at its end.
         """
-        vectors, named = self.spec.vectors([row.values for row in rows])
+        # A reading beyond the range of the model's 32-bit floats turns into an infinity
+        # here; its row is refused below, before it can poison the machine's window.
+        with np.errstate(over="ignore"):
+            vectors, named = self.spec.vectors([row.values for row in rows])
         complete = ~np.isnan(vectors).any(axis=1)
+        overflow = set(np.flatnonzero(np.isinf(vectors).any(axis=1)).tolist())
         batch = _Batch(vectors, self.lookback)
         out: list[Observation | RowRejected] = []
         for i, (row, partition, known, full) in enumerate(
             zip(rows, partitions, named.tolist(), complete.tolist(), strict=True)
         ):
             try:
+                if i in overflow:
+                    raise self._overflow(vectors[i])
                 out.append(self._observe(batch, i, row, partition, known, full, ready is not None))
             except RowRejected as exc:
                 out.append(exc)
         batch.finish(ready)
         return out
+
+    def _overflow(self, vector: np.ndarray) -> RowRejected:
+        name = self.spec.feature_names[int(np.flatnonzero(np.isinf(vector))[0])]
+        return RowRejected(
+            NON_FINITE, f"sensor {name[:40]!r} is beyond the range of 32-bit floats (3.4e38)"
+        )
 
     def _observe(
         self,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streamer.leadtime import Verdict
 from streamer.rows import REASONS
+from streamer.shadow import ShadowOutcome
 
 _ERROR_BUCKETS = (
     0.01,
@@ -44,6 +45,10 @@ _SECONDS_BUCKETS = (
     float("inf"),
 )
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, float("inf"))
+# Whole minutes around the usual warning window (2 to 20 minutes ahead).
+_LEAD_BUCKETS = (30, 60, 90, 120, 180, 240, 300, 420, 600, 900, 1200, 1800, 3600, float("inf"))
+STATUSES = ("open", "update", "resolved")
+OUTCOMES = ("warned", "missed")
 
 
 class StreamerMetrics:
@@ -131,22 +136,31 @@ class StreamerMetrics:
         )
         self.breaks = Counter(
             name("breaks"),
-            "Breaks signalled by the rows, by outcome: warned (an episode was open) or missed",
+            "Breaks signalled by the rows, by outcome: warned (an episode opened within the "
+            "bundle's warning window before the break) or missed",
             ["outcome"],
             registry=registry,
         )
-        for outcome in ("warned", "missed"):
+        self.lead = Histogram(
+            name("warning_lead_seconds"),
+            "From the opening of a break's earliest recent episode to the break (leads under "
+            "the warning window's minimum count as missed)",
+            buckets=_LEAD_BUCKETS,
+            registry=registry,
+        )
+        self.shadow = ShadowMetrics(registry, name)
+        for outcome in OUTCOMES:
             self.breaks.labels(outcome)
         for reason in REASONS:
             self.rows_dead_lettered.labels(reason)
-        for status in ("open", "update", "resolved"):
+        for status in STATUSES:
             self.alerts.labels(status)
 
-    def count_breaks(self, breaks: int, alerts: Sequence[Mapping[str, Any]]) -> None:
-        """Count a batch's break rows as warned (an episode closed by the break) or missed."""
-        warned = sum(a["status"] == "resolved" and a.get("reason") == "break" for a in alerts)
-        self.breaks.labels("warned").inc(min(warned, breaks))
-        self.breaks.labels("missed").inc(max(0, breaks - warned))
+    def count_breaks(self, verdicts: Sequence[Verdict]) -> None:
+        """Count a batch's judged breaks as warned or missed, and observe their leads."""
+        _count_breaks(
+            verdicts, self.breaks.labels("warned"), self.breaks.labels("missed"), self.lead
+        )
 
     def use_model(self, version: str, threshold: float) -> None:
         """Show which model and threshold are in use (one version label at a time)."""
@@ -172,3 +186,94 @@ def observe_many(histogram: Histogram, values: np.ndarray) -> None:
     for bucket, count in zip(histogram._buckets, counts.tolist(), strict=False):
         if count:
             bucket.inc(count)
+
+
+class ShadowMetrics:
+    """A shadow candidate's figures, labelled by its version (only one version at a time)."""
+
+    def __init__(self, registry: CollectorRegistry, name: Callable[[str], str]) -> None:
+        self.loads = Counter(
+            name("shadow_loads"),
+            "Shadow candidate bundles loaded or refused (does not load, does not fit)",
+            ["result"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            name("shadow_alerts"),
+            "Alert messages the shadow candidate would have published, by status",
+            ["model_version", "status"],
+            registry=registry,
+        )
+        self.reconstruction_error = Histogram(
+            name("shadow_reconstruction_error"),
+            "Reconstruction error of scored rows under the shadow candidate",
+            ["model_version"],
+            buckets=_ERROR_BUCKETS,
+            registry=registry,
+        )
+        self.threshold = Gauge(
+            name("shadow_threshold"),
+            "Alert threshold of the shadow candidate being scored",
+            ["model_version"],
+            registry=registry,
+        )
+        self.breaks = Counter(
+            name("shadow_breaks"),
+            "Breaks signalled by the rows, by the shadow candidate's outcome (warned, missed)",
+            ["model_version", "outcome"],
+            registry=registry,
+        )
+        self.lead = Histogram(
+            name("shadow_warning_lead_seconds"),
+            "Warning lead of breaks under the shadow candidate's episodes",
+            ["model_version"],
+            buckets=_LEAD_BUCKETS,
+            registry=registry,
+        )
+
+    def watching(self) -> None:
+        """A candidate folder is configured: export its load results, zero until they happen."""
+        for result in ("loaded", "refused"):
+            self.loads.labels(result)
+
+    def use(self, version: str | None, threshold: float = 0.0) -> None:
+        """Export ``version`` from now on, or no candidate (None); earlier versions go away."""
+        for family in (
+            self.alerts,
+            self.reconstruction_error,
+            self.threshold,
+            self.breaks,
+            self.lead,
+        ):
+            family.clear()
+        if version is None:
+            return
+        self.threshold.labels(version).set(threshold)
+        for status in STATUSES:
+            self.alerts.labels(version, status)
+        for outcome in OUTCOMES:
+            self.breaks.labels(version, outcome)
+
+    def record(self, outcome: ShadowOutcome) -> None:
+        """Observe what the candidate made of one batch."""
+        version = outcome.version
+        observe_many(self.reconstruction_error.labels(version), outcome.scores)
+        for status, count in outcome.events.items():
+            self.alerts.labels(version, status).inc(count)
+        _count_breaks(
+            outcome.breaks,
+            self.breaks.labels(version, "warned"),
+            self.breaks.labels(version, "missed"),
+            self.lead.labels(version),
+        )
+
+
+def _count_breaks(
+    verdicts: Sequence[Verdict], warned: Counter, missed: Counter, lead: Histogram
+) -> None:
+    if not verdicts:
+        return
+    hits = sum(v.warned for v in verdicts)
+    warned.inc(hits)
+    missed.inc(len(verdicts) - hits)
+    observe_many(lead, np.array([v.lead_seconds for v in verdicts if v.lead_seconds is not None]))

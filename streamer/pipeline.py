@@ -16,10 +16,12 @@ import numpy as np
 
 from streamer.alerts import alert_message, top_sensors
 from streamer.bundle import Bundle, load_bundle
-from streamer.episodes import advance, close
+from streamer.episodes import Step, advance, close
+from streamer.leadtime import Verdict
 from streamer.machines import READY, MachineWindows
 from streamer.rows import Row, RowRejected, decode_row
 from streamer.scoring import Scorer
+from streamer.shadow import Shadow, ShadowOutcome
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +49,24 @@ class BatchOutcome:
     scored: list[int] = field(default_factory=list)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     unscored: Counter[str] = field(default_factory=Counter)
-    breaks: list[tuple[str, int]] = field(default_factory=list)
+    breaks: list[Verdict] = field(default_factory=list)
     seconds: float = 0.0
-
-
-@dataclass(slots=True)
-class _Step:
-    machine: str
-    ts_ms: int
-    position: int = -1
-    reason: str = ""
+    shadow: ShadowOutcome | None = None
 
 
 def process(
-    model: Model, windows: MachineWindows, messages: list[Any], max_bytes: int, now_ms: int
+    model: Model,
+    windows: MachineWindows,
+    messages: list[Any],
+    max_bytes: int,
+    now_ms: int,
+    shadow: Shadow | None = None,
 ) -> BatchOutcome:
-    """Decode, window, score in one model call and advance each machine's episode in order."""
+    """Decode, window, score in one model call and advance each machine's episode in order.
+
+    A ``shadow`` candidate scores the same windows in one more call and follows episodes of
+    its own; what it makes of the batch is in ``outcome.shadow``, never in the alerts.
+    """
     out = BatchOutcome()
     decoded: list[tuple[int, Row]] = []
     partitions: list[int] = []
@@ -76,22 +80,23 @@ def process(
         partitions.append(message.partition() or 0)
     batch = np.empty((len(decoded), windows.lookback, windows.width), np.float32)
     observed = windows.observe_many([row for _, row in decoded], partitions, batch)
-    steps: list[_Step] = []
+    steps: list[Step] = []
     for (index, row), obs in zip(decoded, observed, strict=True):
         if isinstance(obs, RowRejected):
             failed[index] = obs
             continue
         if obs.restarted:
-            steps.append(_Step(row.machine_id, row.ts_ms, reason=obs.restarted))
-        if row.brk:
-            out.breaks.append((row.machine_id, row.ts_ms))
+            steps.append(Step(row.machine_id, row.ts_ms, reason=obs.restarted))
         if obs.kind == READY:
-            steps.append(_Step(row.machine_id, row.ts_ms, position=len(out.scored)))
+            steps.append(Step(row.machine_id, row.ts_ms, position=len(out.scored)))
             out.scored.append(index)
         else:
             out.unscored[obs.kind] += 1
     out.dead = [(index, exc.reason, str(exc)) for index, exc in sorted(failed.items())]
-    _score_and_alert(model, windows, batch[: len(out.scored)], steps, now_ms, out)
+    raw = batch[: len(out.scored)]
+    _score_and_alert(model, windows, raw, steps, now_ms, out)
+    if shadow is not None:
+        out.shadow = shadow.run(raw, steps)
     return out
 
 
@@ -99,7 +104,7 @@ def _score_and_alert(
     model: Model,
     windows: MachineWindows,
     raw: np.ndarray,
-    steps: list[_Step],
+    steps: list[Step],
     now_ms: int,
     out: BatchOutcome,
 ) -> None:
@@ -113,6 +118,8 @@ def _score_and_alert(
     for step in steps:
         machine = windows.machines[step.machine]
         k = step.position
+        if step.reason == "break":
+            out.breaks.append(bundle.warning.judge(machine.openings, step.ts_ms))
         if k >= 0 and not alerting[k] and machine.episode.started_ms is None:
             continue  # a closed episode and a score under the threshold: nothing happens
         if k < 0:
@@ -127,6 +134,8 @@ def _score_and_alert(
             )
         if event is None:
             continue
+        if event.status == "open":
+            machine.openings = bundle.warning.remember(machine.openings, step.ts_ms)
         sensors = (
             []
             if k < 0

@@ -21,6 +21,7 @@ from streamer.metrics import StreamerMetrics, observe_many
 from streamer.pipeline import BatchOutcome, Model, process
 from streamer.rows import RowRejected, decode_row
 from streamer.settings import StreamerSettings
+from streamer.shadow import LOADED, REFUSED, Shadow, ShadowSource
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ class Streamer:
             self.model.bundle.version,
             self.model.bundle.threshold,
         )
+        self.shadow: Shadow | None = None
+        self.shadow_source = None if settings.shadow is None else ShadowSource(settings.shadow)
+        if self.shadow_source is not None:
+            metrics.shadow.watching()
+            self._check_shadow()
 
     def _new_windows(self) -> MachineWindows:
         bundle = self.model.bundle
@@ -104,6 +110,7 @@ class Streamer:
                 now = time.monotonic()
                 if now - last_reload >= settings.reload_seconds:
                     self._maybe_reload()
+                    self._check_shadow()
                     last_reload = now
                 if now - last_lag >= _LAG_EVERY:
                     self._report_lag()
@@ -151,7 +158,12 @@ class Streamer:
         assert self._consumer is not None and self._producer is not None
         started = time.monotonic()
         outcome = process(
-            self.model, self.windows, messages, self.settings.max_row_bytes, int(time.time() * 1000)
+            self.model,
+            self.windows,
+            messages,
+            self.settings.max_row_bytes,
+            int(time.time() * 1000),
+            self.shadow,
         )
         try:
             self._publish(messages, outcome)
@@ -214,7 +226,9 @@ class Streamer:
             stamps = np.array([messages[i].timestamp() for i in outcome.scored], np.float64)
             known = stamps[(stamps[:, 0] != 0) & (stamps[:, 1] > 0), 1]
             observe_many(metrics.latency, np.maximum(0.0, now - known / 1000))
-        metrics.count_breaks(len(outcome.breaks), outcome.alerts)
+        metrics.count_breaks(outcome.breaks)
+        if outcome.shadow is not None:
+            metrics.shadow.record(outcome.shadow)
         metrics.machines.set(len(self.windows))
         metrics.warming.set(self.windows.warming())
 
@@ -232,6 +246,7 @@ class Streamer:
         partitions = [TopicPartition(self.settings.topic, p) for p in self.assigned]
         committed = self._consumer.committed(partitions, _TIMEOUT)
         self.windows = self._new_windows()
+        self._sync_shadow()
         for tp in committed:
             offset = max(tp.offset, 0)
             self._replay(tp.partition, offset)
@@ -249,12 +264,14 @@ class Streamer:
             kept = tp.partition in self._stale and self.committed.get(tp.partition) == start
             if not kept:
                 self.windows.drop_partitions({tp.partition})
+                self._sync_shadow()
                 self._replay(tp.partition, start)
             self.assigned.add(tp.partition)
             if tp.offset >= 0:
                 self.committed[tp.partition] = tp.offset
             self._stale.discard(tp.partition)
         self.windows.drop_partitions(self._stale)
+        self._sync_shadow()
         self._stale.clear()
         log.info(
             "%s: assigned partitions %s",
@@ -290,7 +307,7 @@ class Streamer:
         start = self._replay_start(reader, partition, low, end)
         messages = self._read(reader, partition, start, end)
         if messages:
-            process(self.model, self.windows, messages, self.settings.max_row_bytes, 0)
+            process(self.model, self.windows, messages, self.settings.max_row_bytes, 0, self.shadow)
         self.metrics.replayed.inc(len(messages))
         self.metrics.rows_unscored.labels("replay").inc(len(messages))
         log.info(
@@ -375,8 +392,10 @@ class Streamer:
         self.metrics.model_reloads.labels("loaded").inc()
         self.metrics.use_model(model.bundle.version, model.bundle.threshold)
         log.info("now using model %s (threshold %.5g)", version, model.bundle.threshold)
+        self._check_shadow()  # before any replay: a candidate may not fit the new model
         if rebuild and self._consumer is not None:
             self.windows = self._new_windows()
+            self._sync_shadow()
             for partition in sorted(self.assigned):
                 self._replay(partition, self.committed.get(partition, 0))
 
@@ -398,7 +417,37 @@ class Streamer:
         if newest >= 0:
             gone = self.windows.evict_idle(newest, int(self.settings.idle_minutes * 60_000))
             if gone:
+                self._sync_shadow()
                 log.info("evicted %d idle machines", gone)
+
+    # The shadow candidate -------------------------------------------------------------
+
+    def _check_shadow(self) -> None:
+        """Follow the candidate folder; its metrics show the one version being scored."""
+        source = self.shadow_source
+        if source is None:
+            return
+        result = source.check(self.model.bundle)
+        if result in (LOADED, REFUSED):
+            self.metrics.shadow.loads.labels(result).inc()
+        active = source.active(self.model.bundle.version)
+        if active is self.shadow:
+            return
+        if active is None and source.shadow is not None:
+            log.info(
+                "candidate %s is the serving model: not scored in shadow", source.shadow.version
+            )
+        self.shadow = active
+        if active is None:
+            self.metrics.shadow.use(None)
+            return
+        active.episodes.clear()  # it may have sat out while it was the serving model
+        self.metrics.shadow.use(active.version, active.bundle.threshold)
+
+    def _sync_shadow(self) -> None:
+        """The candidate forgets the machines the windows forgot (revoked, evicted, rebuilt)."""
+        if self.shadow is not None:
+            self.shadow.episodes.keep(self.windows.machines)
 
 
 def _is_end(message: Message) -> bool:

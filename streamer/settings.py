@@ -54,6 +54,7 @@ class StreamerSettings:
     replay_minutes: float = 60.0
     reload_seconds: float = 5.0
     idle_minutes: float = 24 * 60.0
+    shadow: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9108
     max_poll_interval_ms: int = 300_000

@@ -29,10 +29,12 @@ from typing import Any
 import pytest
 import yaml
 from stream_helpers import (
+    alerts_of,
     build_scenario,
     copy_bundle,
     produce_raw,
     produce_rows,
+    read_all,
     running,
     scenario_rows,
     settings_for,
@@ -40,7 +42,7 @@ from stream_helpers import (
 )
 
 from streamer.broker import create_topics
-from streamer.bundle import Registry
+from streamer.bundle import Registry, load_bundle
 from streamer.health import HealthServer
 
 pytestmark = pytest.mark.integration
@@ -172,6 +174,8 @@ class Stack:
 
     prometheus: str
     streamer: str
+    bootstrap: str
+    alerts_topic: str
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +184,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Ite
     tool("prometheus")
     root = tmp_path_factory.mktemp("observability")
     scenario = build_scenario(root)
+    # The candidate in shadow: the same model with a lower threshold, so it warns earlier.
+    threshold = load_bundle(scenario.registry / "v1").threshold
+    candidate = copy_bundle(
+        scenario.registry / "v1", Registry(root / "candidates"), "c1", threshold=0.8 * threshold
+    )
     token = uuid.uuid4().hex[:8]
-    settings = settings_for(kafka_bootstrap, scenario.registry, lambda p: f"{p}-obs-{token}", "o")
+    settings = settings_for(
+        kafka_bootstrap,
+        scenario.registry,
+        lambda p: f"{p}-obs-{token}",
+        "o",
+        shadow=candidate,
+    )
     create_topics(
         kafka_bootstrap, {settings.topic: 4, settings.alerts_topic: 1, settings.dlq_topic: 1}
     )
@@ -205,11 +220,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Ite
                 lambda: (
                     run.value("sheetbreak_rows_consumed_total") >= len(rows) + 1
                     and run.value("sheetbreak_model_reloads_total", result="loaded") >= 1
+                    and run.value("sheetbreak_warning_lead_seconds_count") >= 1
+                    and run.value(
+                        "sheetbreak_shadow_warning_lead_seconds_count", model_version="c1"
+                    )
+                    >= 1
                 ),
                 60,
-                "every row consumed and the new model loaded",
+                "every row consumed, the new model loaded and breaks judged by both models",
             )
-            yield Stack(base, f"http://{target}")
+            yield Stack(base, f"http://{target}", kafka_bootstrap, settings.alerts_topic)
 
 
 def test_promtool_accepts_the_shipped_rules_and_configs(tmp_path: Path) -> None:
@@ -336,3 +356,13 @@ def test_every_dashboard_renders_from_prometheus(stack: Stack, tmp_path: Path) -
     for path in DASHBOARDS:
         image = render_dashboard(stack.prometheus, path, out)
         assert image.stat().st_size > 10_000
+
+
+def test_the_shadow_candidate_is_measured_but_never_published(stack: Stack) -> None:
+    answer = query(stack.prometheus, "sheetbreak_shadow_threshold")
+    assert [item["metric"]["model_version"] for item in answer["data"]["result"]] == ["c1"]
+    opened = query(stack.prometheus, 'sheetbreak_shadow_alerts_total{status="open"}')
+    assert float(opened["data"]["result"][0]["value"][1]) >= 1
+    published = alerts_of(read_all(stack.bootstrap, stack.alerts_topic))
+    assert published
+    assert {alert["model_version"] for alert in published} <= {"v1", "v2"}

@@ -128,17 +128,3 @@ def test_server_without_health_serves_metrics_only_and_closes():
     server.close()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT)
-
-
-def test_breaks_are_counted_as_warned_or_missed():
-    registry = CollectorRegistry()
-    metrics = StreamerMetrics(registry)
-    alerts = [
-        {"status": "resolved", "reason": "break"},
-        {"status": "resolved", "reason": "recovered"},
-        {"status": "open"},
-    ]
-    metrics.count_breaks(3, alerts)
-    value = registry.get_sample_value
-    assert value("sheetbreak_breaks_total", {"outcome": "warned"}) == 1
-    assert value("sheetbreak_breaks_total", {"outcome": "missed"}) == 2

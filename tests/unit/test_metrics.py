@@ -1,9 +1,17 @@
 """Evaluation metrics against hand-computed cases."""
 
+import collections
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from streamer.events import event_metrics
+from streamer.leadtime import Verdict, WarningWindow
+from streamer.metrics import StreamerMetrics
+from streamer.shadow import ShadowOutcome
 from trainer.metrics import bootstrap_ci, roc_auc_event_ci, row_metrics
 
 pytestmark = pytest.mark.unit
@@ -67,3 +75,86 @@ def test_roc_interval_resamples_events_not_rows():
     # Ten events give a wider interval than pretending twenty rows are independent.
     low_rows, high_rows = roc_auc_event_ci(labels, scores, np.arange(220), resamples=200)
     assert high - low > high_rows - low_rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 300), min_size=1, max_size=40, unique=True),
+    st.data(),
+)
+def test_live_break_judgement_agrees_with_the_evaluation(times, data):
+    times.sort()
+    kinds = data.draw(st.lists(st.booleans(), min_size=len(times), max_size=len(times)))
+    opens = np.array([t for t, is_break in zip(times, kinds, strict=True) if not is_break], float)
+    breaks = np.array([t for t, is_break in zip(times, kinds, strict=True) if is_break], float)
+    window = WarningWindow(min_lead_minutes=2.0, max_lead_minutes=20.0)
+    openings: tuple[int, ...] = ()
+    verdicts = []
+    for t, is_break in zip(times, kinds, strict=True):
+        if is_break:
+            verdicts.append(window.judge(openings, t * 60_000))
+        else:
+            openings = window.remember(openings, t * 60_000)
+    expected = event_metrics(opens, np.zeros(len(opens)), breaks, np.zeros(len(breaks)), days=1.0)
+    assert [v.warned for v in verdicts] == expected.warned.tolist()
+    warned_leads = [v.lead_seconds for v in verdicts if v.warned]
+    assert warned_leads == (expected.leads[expected.warned] * 60).tolist()
+    assert len(openings) <= 21  # only openings that can still warn are kept
+
+
+def test_a_late_warning_is_missed_but_reports_its_lead():
+    window = WarningWindow(min_lead_minutes=2.0, max_lead_minutes=20.0)
+    openings = window.remember((), 100 * 60_000)
+    assert window.judge(openings, 101 * 60_000) == Verdict(False, 60.0)
+    assert window.judge(openings, 102 * 60_000) == Verdict(True, 120.0)
+    assert window.judge(openings, 121 * 60_000) == Verdict(False, None)
+    assert window.judge((), 5) == Verdict(False, None)
+
+
+def test_the_warning_window_comes_from_the_bundle_manifest():
+    manifest = {"evaluation": {"min_lead_minutes": 5, "max_lead_minutes": 30}}
+    assert WarningWindow.from_manifest(manifest) == WarningWindow(5.0, 30.0)
+    assert WarningWindow.from_manifest({}) == WarningWindow(2.0, 20.0)
+
+
+def test_breaks_are_counted_as_warned_or_missed_with_their_lead():
+    registry = CollectorRegistry()
+    metrics = StreamerMetrics(registry)
+    metrics.count_breaks([Verdict(True, 600.0), Verdict(False, 60.0), Verdict(False)])
+    value = registry.get_sample_value
+    assert value("sheetbreak_breaks_total", {"outcome": "warned"}) == 1
+    assert value("sheetbreak_breaks_total", {"outcome": "missed"}) == 2
+    assert value("sheetbreak_warning_lead_seconds_count") == 2
+    assert value("sheetbreak_warning_lead_seconds_bucket", {"le": "120.0"}) == 1
+    assert value("sheetbreak_warning_lead_seconds_sum") == 660.0
+
+
+def test_shadow_metrics_carry_one_candidate_version_at_a_time():
+    registry = CollectorRegistry()
+    shadow = StreamerMetrics(registry).shadow
+    value = registry.get_sample_value
+    assert value("sheetbreak_shadow_loads_total", {"result": "loaded"}) is None
+    shadow.watching()
+    assert value("sheetbreak_shadow_loads_total", {"result": "refused"}) == 0
+    shadow.use("c1", 2.5)
+    events = collections.Counter({"open": 2, "resolved": 1})
+    shadow.record(ShadowOutcome("c1", np.array([0.1, 3.0]), events, [Verdict(True, 300.0)]))
+    c1 = {"model_version": "c1"}
+    assert value("sheetbreak_shadow_threshold", c1) == 2.5
+    assert value("sheetbreak_shadow_alerts_total", {**c1, "status": "open"}) == 2
+    assert value("sheetbreak_shadow_alerts_total", {**c1, "status": "update"}) == 0
+    assert value("sheetbreak_shadow_reconstruction_error_count", c1) == 2
+    assert value("sheetbreak_shadow_breaks_total", {**c1, "outcome": "warned"}) == 1
+    assert value("sheetbreak_shadow_warning_lead_seconds_sum", c1) == 300.0
+    shadow.use("c2", 1.0)
+    versions = {
+        s.labels.get("model_version")
+        for family in registry.collect()
+        for s in family.samples
+        if "model_version" in s.labels
+    }
+    assert versions == {"c2"}
+    shadow.use(None)
+    assert value("sheetbreak_shadow_threshold", {"model_version": "c2"}) is None
+    # The serving model's metrics are untouched by the candidate's.
+    assert value("sheetbreak_breaks_total", {"outcome": "warned"}) == 0

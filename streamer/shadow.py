@@ -1,0 +1,211 @@
+"""A candidate bundle scored beside the serving one on the same windows, never published.
+
+The candidate keeps episodes of its own per machine, so its would-be alerts, its scores and
+the breaks it would have warned of can be set against the serving model's on live rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamer.bundle import MANIFEST_FILE, MODEL_FILE, Bundle, load_bundle
+from streamer.episodes import EpisodePolicy, EpisodeState, Step, advance, close
+from streamer.errors import BundleError
+from streamer.leadtime import Verdict, WarningWindow
+from streamer.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+LOADED, REFUSED, STOPPED, UNCHANGED = "loaded", "refused", "stopped", ""
+
+
+@dataclass(slots=True)
+class Track:
+    """One machine's candidate episode, and when its recent episodes opened."""
+
+    episode: EpisodeState = field(default_factory=EpisodeState)
+    openings: tuple[int, ...] = ()
+
+
+@dataclass
+class ShadowOutcome:
+    """What the candidate made of one batch: its scores, would-be alert events and breaks."""
+
+    version: str
+    scores: np.ndarray
+    events: Counter[str] = field(default_factory=Counter)
+    breaks: list[Verdict] = field(default_factory=list)
+
+
+class ShadowEpisodes:
+    """The candidate's episodes per machine, advanced by the serving batch's steps."""
+
+    def __init__(self, threshold: float, policy: EpisodePolicy, warning: WarningWindow) -> None:
+        self.threshold, self.policy, self.warning = threshold, policy, warning
+        self.tracks: dict[str, Track] = {}
+
+    def follow(
+        self, steps: Sequence[Step], scores: np.ndarray
+    ) -> tuple[Counter[str], list[Verdict]]:
+        """Apply the steps in order; the would-be alert events by status, and judged breaks."""
+        events: Counter[str] = Counter()
+        breaks: list[Verdict] = []
+        alerting = (np.asarray(scores, np.float64) >= self.threshold).tolist()
+        for step in steps:
+            k, track = step.position, self.tracks.get(step.machine)
+            if k < 0:
+                if step.reason == "break":
+                    breaks.append(self.warning.judge(track.openings if track else (), step.ts_ms))
+                if track is None:
+                    continue
+                track.episode, event = close(track.episode, step.reason)
+            elif alerting[k] or (track is not None and track.episode.started_ms is not None):
+                if track is None:
+                    track = self.tracks[step.machine] = Track()
+                track.episode, event = advance(
+                    track.episode, step.ts_ms, float(scores[k]), self.threshold, self.policy
+                )
+            else:
+                continue  # no episode and a score under the threshold: nothing happens
+            if event is not None:
+                events[event.status] += 1
+                if event.status == "open":
+                    track.openings = self.warning.remember(track.openings, step.ts_ms)
+        return events, breaks
+
+    def keep(self, machines: Container[str]) -> None:
+        """Forget the machines the serving windows no longer hold (evicted, revoked)."""
+        for machine in [m for m in self.tracks if m not in machines]:
+            del self.tracks[machine]
+
+    def clear(self) -> None:
+        """Forget every machine (the serving windows were rebuilt)."""
+        self.tracks.clear()
+
+
+def check_fits(candidate: Bundle, serving: Bundle) -> None:
+    """Refuse a candidate that cannot score the serving model's windows as they are."""
+    if candidate.spec.feature_names != serving.spec.feature_names:
+        raise BundleError(
+            f"{candidate.path}: its features differ from the serving model's "
+            f"({len(candidate.spec.feature_names)} against {len(serving.spec.feature_names)})"
+        )
+    if candidate.lookback != serving.lookback:
+        raise BundleError(
+            f"{candidate.path}: lookback {candidate.lookback}, but the serving windows hold "
+            f"{serving.lookback} rows; train the candidate with --lookback {serving.lookback}"
+        )
+
+
+class Shadow:
+    """A loaded candidate: its bundle, its compiled scorer and its own episodes."""
+
+    def __init__(self, bundle: Bundle, scorer: Scorer) -> None:
+        self.bundle, self.scorer = bundle, scorer
+        self.episodes = ShadowEpisodes(bundle.threshold, bundle.episode_policy, bundle.warning)
+
+    @property
+    def version(self) -> str:
+        """The candidate's version name."""
+        return self.bundle.version
+
+    @classmethod
+    def load(cls, folder: Path, serving: Bundle) -> Shadow:
+        """Load a candidate that fits the serving windows; raises BundleError otherwise."""
+        bundle = load_bundle(folder, serving.spec.feature_names)
+        check_fits(bundle, serving)
+        return cls(bundle, Scorer.load(bundle.model_path, bundle.lookback))
+
+    def run(self, raw: np.ndarray, steps: Sequence[Step]) -> ShadowOutcome:
+        """Score the batch's windows (sensor units) in one model call and follow episodes."""
+        scores = np.zeros(0)
+        if len(raw):
+            scores = self.scorer.score(self.bundle.scaler.transform(raw))[0]
+        events, breaks = self.episodes.follow(steps, scores)
+        return ShadowOutcome(self.version, scores, events, breaks)
+
+
+Identity = tuple[int, int, int, int]
+Mark = tuple[Identity, Identity | None]
+
+
+class ShadowSource:
+    """The candidate folder, checked on the reload cadence.
+
+    ``shadow`` is always the bundle the folder holds now, loaded and fitting the serving
+    model, or None: a candidate that does not load or does not fit is refused once and
+    nothing is scored until the folder or the serving model changes.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.shadow: Shadow | None = None
+        self._current: tuple[Mark, str] | None = None
+        self._refused: set[tuple[Mark, str]] = set()
+        self._absent = False
+
+    def check(self, serving: Bundle) -> str:
+        """Follow the folder; LOADED, REFUSED, STOPPED, or UNCHANGED when nothing changed."""
+        try:
+            key = (_mark(self.folder), serving.version)
+        except OSError:
+            return self._gone()
+        self._absent = False
+        if key == self._current or key in self._refused:
+            return UNCHANGED
+        same_files = self._current is not None and self._current[0] == key[0]
+        try:
+            if self.shadow is not None and same_files:
+                check_fits(self.shadow.bundle, serving)
+                shadow = self.shadow
+            else:
+                shadow = Shadow.load(self.folder, serving)
+        except BundleError as exc:
+            self._refused.add(key)
+            self.shadow, self._current = None, None
+            log.error("refused the shadow candidate in %s: %s", self.folder, exc)
+            return REFUSED
+        self._current = key
+        if shadow is self.shadow:
+            return UNCHANGED
+        self.shadow = shadow
+        log.info(
+            "scoring candidate %s in shadow (threshold %.5g) beside %s",
+            shadow.version,
+            shadow.bundle.threshold,
+            serving.version,
+        )
+        return LOADED
+
+    def _gone(self) -> str:
+        if not self._absent:
+            log.warning("no model bundle in %s: no candidate is scored in shadow", self.folder)
+            self._absent = True
+        if self.shadow is None:
+            return UNCHANGED
+        self.shadow, self._current = None, None
+        return STOPPED
+
+    def active(self, serving_version: str) -> Shadow | None:
+        """The candidate to score, unless it is the serving model itself (just promoted)."""
+        shadow = self.shadow
+        return shadow if shadow is not None and shadow.version != serving_version else None
+
+
+def _mark(folder: Path) -> Mark:
+    """Identity of the bundle's files: another bundle in the folder (or a moved link) changes
+    it, and so does a model file still being copied when it was first seen."""
+    manifest = _identity(folder / MANIFEST_FILE)  # OSError when no bundle is there
+    model = folder / MODEL_FILE
+    return manifest, _identity(model) if model.exists() else None
+
+
+def _identity(path: Path) -> Identity:
+    info = path.stat()
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
