@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -10,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from streamer.episodes import EpisodePolicy
 from streamer.errors import BundleError, DataError
@@ -59,11 +62,28 @@ def load_bundle(path: str | Path, expected_features: Sequence[str] | None = None
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: the manifest is not a JSON object")
     try:
-        bundle = _bundle_from_manifest(folder, manifest)
-    except (KeyError, TypeError, ValueError, DataError) as exc:
+        # A scaler value beyond float32 becomes an infinity, which _check_numbers refuses.
+        with np.errstate(over="ignore"):
+            bundle = _bundle_from_manifest(folder, manifest)
+        _check_numbers(bundle)
+        model_path = bundle.model_path
+    except (AttributeError, KeyError, TypeError, ValueError, DataError) as exc:
+        # AttributeError: a section of another JSON type than the one expected (null, a list)
         raise BundleError(f"{manifest_path}: incomplete or invalid manifest ({exc!r})") from exc
-    if not bundle.model_path.is_file():
+    # A version never changes once written, so its model may not live (or link) elsewhere.
+    try:
+        inside = model_path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of symbolic links
+        raise BundleError(f"{folder}: the model file's path does not resolve ({exc})") from exc
+    if not inside:
+        raise BundleError(
+            f"{folder}: model file {str(manifest['model']['file'])[:100]!r} lies outside "
+            "the bundle; a bundle must be self-contained"
+        )
+    if not model_path.is_file():
         raise BundleError(f"{folder}: model file {bundle.model_path.name} is missing")
     if expected_features is not None and tuple(expected_features) != bundle.spec.feature_names:
         raise BundleError(
@@ -71,6 +91,23 @@ def load_bundle(path: str | Path, expected_features: Sequence[str] | None = None
             f"expected features ({len(expected_features)}); retrain on this feature set"
         )
     return bundle
+
+
+def _check_numbers(bundle: Bundle) -> None:
+    """Refuse values that would crash the streamer or silently blind it (JSON allows NaN)."""
+    if bundle.lookback < 1:
+        raise ValueError(f"lookback {bundle.lookback} is not a positive number of rows")
+    if not math.isfinite(bundle.threshold):
+        raise ValueError(f"threshold {bundle.threshold} is not finite")
+    if not (math.isfinite(bundle.max_gap_minutes) and bundle.max_gap_minutes > 0):
+        raise ValueError(f"max_gap_minutes {bundle.max_gap_minutes} is not a positive duration")
+    if not math.isfinite(bundle.horizon_minutes):
+        raise ValueError(f"horizon_minutes {bundle.horizon_minutes} is not finite")
+    scaler = bundle.scaler
+    if not (np.isfinite(scaler.mean).all() and np.isfinite(scaler.scale).all()):
+        raise ValueError("the scaler's mean and scale must be finite")
+    if not (scaler.scale > 0).all():
+        raise ValueError("every scale of the scaler must be above 0")
 
 
 def _bundle_from_manifest(folder: Path, manifest: Mapping[str, Any]) -> Bundle:

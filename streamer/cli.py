@@ -73,6 +73,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     EnvFlags(broker, environ, ENV_PREFIX).add(
         "--port", type=int, help="listen port (default: a free one)"
     )
+    archive = commands.add_parser(
+        "archive",
+        help="write sensor rows to Parquet files by day, exactly once (a consumer-group member)",
+    )
+    _kafka_flags(EnvFlags(archive, environ, ENV_PREFIX), required=True)
+    _archive_flags(EnvFlags(archive, environ, ENV_PREFIX))
     return parser
 
 
@@ -92,6 +98,7 @@ def _kafka_flags(flags: EnvFlags, required: bool) -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
+        secret=True,  # it may carry credentials (ssl.key.password=...)
         help="any other librdkafka property, passed through",
     )
 
@@ -151,6 +158,30 @@ def _stream_flags(flags: EnvFlags) -> None:
     )
 
 
+def _archive_flags(flags: EnvFlags) -> None:
+    flags.add("--out", help="archive root: a folder, or a URI (s3://bucket/path)")
+    flags.add("--topic", default="sensors", help="sensor rows topic")
+    flags.add("--group", default="sheetbreak-archiver", help="consumer group of the archivers")
+    flags.add("--flush-rows", type=int, default=200_000, help="flush after this many rows")
+    flags.add("--flush-seconds", type=float, default=60.0, help="flush rows at most this old")
+    flags.add("--max-row-bytes", type=int, default=65536, help="larger rows are not archived")
+    flags.add(
+        "--compression",
+        default="zstd",
+        choices=("zstd", "snappy", "gzip", "lz4", "none"),
+        help="Parquet codec",
+    )
+    flags.add("--metrics-port", type=int, default=9109, help="port of /metrics (0: none)")
+    flags.add(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of /metrics (0.0.0.0 inside a container)",
+    )
+    flags.add(
+        "--session-timeout-ms", type=int, default=10000, help="consumer group session timeout"
+    )
+
+
 def _simulate_flags(flags: EnvFlags) -> None:
     flags.add("--topic", default="sensors", help="topic to produce to")
     flags.add("--machines", type=int, default=4, help="simulated machines")
@@ -176,10 +207,11 @@ def _simulate_flags(flags: EnvFlags) -> None:
 def kafka_settings(args: argparse.Namespace, bootstrap: str | None = None) -> KafkaSettings:
     """Bootstrap servers and the librdkafka pass-through (security included)."""
     extra: dict[str, str] = {}
-    for item in args.kafka_config:
+    for number, item in enumerate(args.kafka_config, start=1):
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--kafka-config takes KEY=VALUE, not {item.split('=')[0]!r}")
+        if not sep or not key.strip():
+            # The item is not echoed: a mistyped one may well hold a password.
+            raise ConfigError(f"--kafka-config takes KEY=VALUE; item {number} is not of that form")
         extra[key.strip()] = value
     for flag, key in _SECURITY_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -244,9 +276,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Entry point; returns the exit code."""
     args = start(build_parser, argv, environ)
     try:
-        return {"run": _run, "simulate": _simulate, "demo": _demo, "broker": _broker}[args.command](
-            args
-        )
+        return {
+            "run": _run,
+            "simulate": _simulate,
+            "demo": _demo,
+            "broker": _broker,
+            "archive": _archive,
+        }[args.command](args)
     except SheetBreakError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -305,6 +341,26 @@ def _broker(args: argparse.Namespace) -> int:
             if not broker.running:
                 print("error: the broker exited on its own", file=sys.stderr)
                 return 1
+    return 0
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from streamer.archive import Archiver  # noqa: PLC0415
+    from streamer.archive_metrics import ArchiveMetrics  # noqa: PLC0415
+    from streamer.archive_settings import archive_settings  # noqa: PLC0415
+
+    settings = archive_settings(args, kafka_settings(args))
+    log.info("settings: %r", settings)
+    registry = CollectorRegistry()
+    archiver = Archiver(settings, ArchiveMetrics(registry), stop_on_signals())
+    server = serve_metrics(settings.metrics_host, settings.metrics_port, registry, archiver.health)
+    try:
+        archiver.run()
+    finally:
+        if server is not None:
+            server.shutdown()
     return 0
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from streamer.alerts import alert_message, top_sensors
 from streamer.bundle import Bundle, load_bundle
 from streamer.episodes import Step, advance, close
+from streamer.errors import BundleError
 from streamer.leadtime import Verdict
 from streamer.machines import READY, MachineWindows
 from streamer.rows import Row, RowRejected, decode_row
@@ -37,7 +38,13 @@ class Model:
     def load(cls, folder: Path, expected_features: tuple[str, ...] | None = None) -> Model:
         """Load and check a bundle; raises BundleError when it is unusable."""
         bundle = load_bundle(folder, expected_features)
-        return cls(bundle, Scorer.load(bundle.model_path, bundle.lookback))
+        scorer = Scorer.load(bundle.model_path, bundle.lookback)
+        features = len(bundle.spec.feature_names)
+        if scorer.width != features:
+            raise BundleError(
+                f"{folder}: the model takes {scorer.width} features, the manifest names {features}"
+            )
+        return cls(bundle, scorer)
 
 
 @dataclass

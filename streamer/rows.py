@@ -131,6 +131,7 @@ def _values(raw: Any) -> dict[str, float | None]:
 
 
 def _break(raw: Any) -> int:
-    if raw in (0, 1) and not isinstance(raw, float):
+    # JSON true and false are not the contract's 0 and 1 (Python would compare them equal).
+    if raw in (0, 1) and not isinstance(raw, float | bool):
         return int(raw)
     raise RowRejected(BAD_BREAK, "break must be 0 or 1")

@@ -18,7 +18,13 @@ class Scorer:
 
         self.model = model
         self.batch_size = batch_size
-        steps, width = model.input_shape[1], model.input_shape[2]
+        shape, output = model.input_shape, model.output_shape
+        if not isinstance(shape, tuple) or len(shape) != 3 or shape[2] is None or output != shape:
+            raise BundleError(
+                f"the model maps {shape} to {output}; an autoencoder takes windows shaped "
+                "(batch, rows, features) and gives the same shape back"
+            )
+        steps, width = shape[1], shape[2]
         if steps is not None and steps != lookback:
             raise BundleError(f"the model takes windows of {steps} rows, not {lookback}")
         self.lookback, self.width = lookback, int(width)
@@ -39,7 +45,12 @@ class Scorer:
             model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
         except Exception as exc:
             raise BundleError(f"{model_path}: the model does not load ({exc})") from exc
-        return cls(model, lookback, batch_size=batch_size)
+        try:
+            return cls(model, lookback, batch_size=batch_size)
+        except BundleError:
+            raise
+        except Exception as exc:  # a model that loads may still fail to trace on windows
+            raise BundleError(f"{model_path}: the model cannot score windows ({exc})") from exc
 
     def reconstruct(self, windows: np.ndarray) -> np.ndarray:
         """The model's reconstruction of each window's last step, shaped (samples, features)."""
