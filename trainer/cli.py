@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from streamer.cliutil import EnvFlags, comma_ints, comma_names, start
-from streamer.errors import SheetBreakError
+from streamer.errors import ConfigError, SheetBreakError
 from streamer.labels import Horizon
 from trainer.data import DataOptions, Table
+from trainer.exits import EPILOG, OK, REFUSED, exit_code
 from trainer.models import MODEL_KINDS, ModelConfig
+from trainer.registry_cli import add_registry_command, run_registry
+from trainer.sources import add_archive_flags, archive_table, check_source
 from trainer.split import PROTOCOLS
 from trainer.threshold import OBJECTIVES
 
@@ -38,11 +41,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="python -m trainer",
         description="Train the sheet-break autoencoder on archived rows and judge it the way a "
         "plant would: breaks warned ahead, lead time, false-alarm episodes per day.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fit = commands.add_parser("fit", help="train a model and write a bundle to the registry")
+    fit = commands.add_parser(
+        "fit",
+        help="train a model and write a bundle to the registry",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _data_flags(EnvFlags(fit, environ, ENV_PREFIX), sample=True)
+    add_archive_flags(EnvFlags(fit, environ, ENV_PREFIX))
     _fit_flags(EnvFlags(fit, environ, ENV_PREFIX))
     _judge_flags(EnvFlags(fit, environ, ENV_PREFIX))
     back = commands.add_parser(
@@ -87,6 +98,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=Path,
         help="write a CSV of time, machine, score, threshold, alert and label per row",
     )
+    add_registry_command(commands, environ, ENV_PREFIX)
     return parser
 
 
@@ -201,7 +213,14 @@ def _fit_flags(flags: EnvFlags) -> None:
     flags.add(
         "--promote",
         action="store_true",
-        help="make the new bundle current (an empty registry always takes it)",
+        help="make the new bundle current if it warns at least as well as the current one on "
+        "the same held-out newest days (an empty registry always takes it)",
+    )
+    flags.add(
+        "--force",
+        action="store_true",
+        default=False,
+        help="with --promote: make it current even if the guard refuses (recorded as forced)",
     )
     flags.add("--no-progress", action="store_true", help="no progress bar")
 
@@ -223,14 +242,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command == "backtest":
             return _backtest(args)
+        if args.command == "registry":
+            return run_registry(args)
         figures = _fit(args) if args.command == "fit" else _evaluate(args)
     except SheetBreakError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     _print_figures(figures)
     if args.json:
         print(json.dumps(figures, separators=(",", ":")))
-    return 0
+    refused = (figures.get("promotion") or {}).get("outcome") == "refused"
+    return REFUSED if refused else OK
 
 
 def _data_options(args: argparse.Namespace, label_mode: str | None = None) -> DataOptions:
@@ -258,8 +280,9 @@ def _sample_table(machines: int, days: float, seed: int) -> Table:
 def _fit(args: argparse.Namespace) -> dict[str, Any]:
     from trainer.fit import FitSettings, fit  # noqa: PLC0415
 
-    if not args.data and not args.sample:
-        raise SheetBreakError("give --data PATH... or --sample")
+    check_source(args)
+    if args.force and not args.promote:
+        raise ConfigError("--force only makes sense with --promote")
     given: str = args.categorical
     categorical = given if given in ("auto", "none") else comma_names(given)
     horizon = (
@@ -300,10 +323,13 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         seeds=args.seeds,
         promote=args.promote,
+        force=args.force,
         progress=not args.no_progress,
     )
     table = (
-        _sample_table(args.sample_machines, args.sample_days, args.seed) if args.sample else None
+        _sample_table(args.sample_machines, args.sample_days, args.seed)
+        if args.sample
+        else archive_table(args)
     )
     result = fit(settings, table=table)
     log.info("bundle %s written%s", result.bundle, " and made current" if result.promoted else "")
@@ -312,6 +338,7 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
         "bundle": str(result.bundle),
         "version": result.version,
         "promoted": result.promoted,
+        "promotion": result.decision,
         "test": result.figures,
         "over_seeds": result.seeds,
     }

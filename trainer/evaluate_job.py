@@ -14,7 +14,7 @@ from streamer.errors import BundleError, DataError
 from streamer.labels import Horizon
 from streamer.scoring import Scorer
 from trainer.data import MACHINE, TIME, DataOptions, Table, read_table
-from trainer.evaluate import judge, score_rows
+from trainer.evaluate import Judgement, judge, score_rows
 from trainer.prepare import Prepared, prepare
 
 log = logging.getLogger(__name__)
@@ -34,28 +34,44 @@ def evaluate(
     folder = bundle_dir if bundle_dir is not None else Registry(registry or ".").current_path()
     bundle = load_bundle(folder)
     table = read_table(data, options)
+    start = _minutes(from_time) if from_time is not None else None
+    judged, prepared, scores, mask = judge_table(
+        bundle, table, options.label_mode, start, min_lead, max_lead
+    )
+    if scores_out is not None:
+        write_scores(scores_out, table, prepared, scores, mask, bundle.threshold)
+    return {**judged.figures, "bundle": str(folder), "model_version": bundle.version}
+
+
+def judge_table(
+    bundle: Bundle,
+    table: Table,
+    label_mode: str,
+    from_minutes: float | None,
+    min_lead: float,
+    max_lead: float,
+    intervals: bool = True,
+) -> tuple[Judgement, Prepared, np.ndarray, np.ndarray]:
+    """Score ``table`` with ``bundle`` as the streamer would, and judge rows from a time on."""
     check_sensors(bundle, table)
     prepared = prepare(
         table,
         bundle.spec,
         Horizon(minutes=bundle.horizon_minutes),
-        options.label_mode,
+        label_mode,
         bundle.max_gap_minutes,
     )
     scores = score_rows(
         prepared, bundle.scaler, bundle.lookback, Scorer.load(bundle.model_path, bundle.lookback)
     )
     mask = np.ones(len(prepared), dtype=bool)
-    if from_time is not None:
-        mask = prepared.times >= _minutes(from_time)
+    if from_minutes is not None:
+        mask = prepared.times >= from_minutes
         if not mask.any():
-            raise DataError(f"--from {from_time}: no rows at or after it")
-    judged = judge(
-        prepared, scores, mask, bundle.threshold, bundle.episode_policy, min_lead, max_lead
-    )
-    if scores_out is not None:
-        write_scores(scores_out, table, prepared, scores, mask, bundle.threshold)
-    return {**judged.figures, "bundle": str(folder), "model_version": bundle.version}
+            raise DataError(f"no rows at or after {_iso(from_minutes)} to judge")
+    policy = bundle.episode_policy
+    judged = judge(prepared, scores, mask, bundle.threshold, policy, min_lead, max_lead, intervals)
+    return judged, prepared, scores, mask
 
 
 def check_sensors(bundle: Bundle, table: Table) -> None:
@@ -100,3 +116,7 @@ def _minutes(text: str) -> float:
         raise DataError(f"--from {text!r} is not a time") from exc
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.value / 6e10
+
+
+def _iso(minutes: float) -> str:
+    return pd.Timestamp(round(minutes * 6e10), tz="UTC").isoformat()

@@ -24,8 +24,10 @@ from streamer.scoring import Scorer
 from streamer.windows import make_windows
 from trainer.data import DataOptions, Table, read_table
 from trainer.evaluate import Judgement, judge
+from trainer.guard import Judging, Verdict, check
 from trainer.models import ModelConfig, fit_model
 from trainer.prepare import Prepared, feature_spec, prepare
+from trainer.registry import record_promotion
 from trainer.split import TEST, TRAIN, VALIDATION, chronological_split, random_split
 from trainer.threshold import ThresholdChoice, choose_threshold
 
@@ -69,6 +71,7 @@ class FitSettings:
     seed: int = 0
     seeds: int = 1
     promote: bool = False
+    force: bool = False
     progress: bool = True
     min_train_windows: int = 100
 
@@ -94,6 +97,7 @@ class FitResult:
     promoted: bool
     figures: dict[str, Any]
     seeds: dict[str, Any]
+    decision: dict[str, Any] | None = None
 
 
 def fit(
@@ -137,19 +141,37 @@ def fit(
     version = _version_name(settings.model.kind)
     registry = Registry(settings.registry)
     manifest = _manifest(settings, table, spec, scaler, prepared, best, split_info, version, seeds)
+    verdicts: list[Verdict] = []
 
     def fill(folder: Path) -> None:
         best.model.save(folder / MODEL_FILE)
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if settings.promote:
+            # Judged from the written bundle, so the candidate meets exactly the current's code.
+            verdicts.append(_guard(settings, registry, folder, table, split_info))
+            manifest["promotion_check"] = verdicts[0].to_dict()
+            (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         from trainer.report import write_report  # noqa: PLC0415  (matplotlib only here)
 
         write_report(folder / REPORT_DIR, manifest, best.history, best.validation, best.test)
 
     folder = registry.write(version, fill)
-    promoted = settings.promote or registry.current() is None
-    if promoted:
-        registry.set_current(version)
-    return FitResult(folder, version, promoted, best.test.figures, seeds)
+    verdict = verdicts[0].to_dict() if verdicts else None
+    decision = record_promotion(registry, version, verdict, settings.force)
+    promoted = decision is not None and decision["current"] == version
+    return FitResult(folder, version, promoted, best.test.figures, seeds, decision)
+
+
+def _guard(
+    settings: FitSettings, registry: Registry, folder: Path, table: Table, split: dict[str, Any]
+) -> Verdict:
+    judging = Judging(
+        settings.data_options.label_mode, settings.min_lead, settings.max_lead, settings.budget
+    )
+    log.info(
+        "judging the candidate and the current bundle on the rows from %s", split.get("test_from")
+    )
+    return check(registry, folder, table, split.get("test_from"), judging)
 
 
 def _windows_and_sets(

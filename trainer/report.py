@@ -197,5 +197,32 @@ def summary_markdown(manifest: Mapping[str, Any]) -> str:
         "",
         "Plots: loss.png, threshold.png, errors.png, roc_pr.png, confusion.png, timeline.png.",
         "",
+        *_promotion_lines(manifest.get("promotion_check")),
     ]
     return "\n".join(lines)
+
+
+def _promotion_lines(check: Mapping[str, Any] | None) -> list[str]:
+    """The guard's comparison with the bundle that was current when this one was trained."""
+    if not check:
+        return []
+    figures = check["figures"]
+    lines = [
+        "## Promotion check",
+        "",
+        f"{'Accepted' if check['accepted'] else 'Refused'}: {check['reason']}.",
+        f"Rule: {check['rule']}.",
+    ]
+    if figures:
+        held = check["held_out"]
+        lines += [
+            "",
+            f"Held-out rows from {held['from']} to {held['to']}:",
+            "",
+            f"| figure | this bundle | current ({check['compared_with']}) |",
+            "|---|---|---|",
+        ]
+        current = figures.get("current") or {}
+        for key, value in figures["candidate"].items():
+            lines.append(f"| {key.replace('_', ' ')} | {_fmt(value)} | {_fmt(current.get(key))} |")
+    return [*lines, ""]
