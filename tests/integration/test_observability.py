@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 from stream_helpers import (
     alerts_of,
     build_scenario,
@@ -41,6 +43,9 @@ from stream_helpers import (
     wait_until,
 )
 
+from streamer.archive import Archiver
+from streamer.archive_metrics import ArchiveMetrics
+from streamer.archive_settings import ArchiveSettings
 from streamer.broker import create_topics
 from streamer.bundle import Registry, load_bundle
 from streamer.health import HealthServer
@@ -52,6 +57,7 @@ RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 SHIPPED_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 K8S_CONFIG = ROOT / "deploy" / "k8s" / "prometheus-config.yaml"
 JOB = "sheetbreak-streamer"
+ARCHIVER_JOB = "sheetbreak-archiver"
 HTTP_TIMEOUT = 5.0
 CHUNKS = 6
 
@@ -116,13 +122,15 @@ def has_finite_sample(answer: Any) -> bool:
     return any(math.isfinite(float(item["value"][1])) for item in data["result"])
 
 
-def scrape_config(folder: Path, target: str) -> Path:
-    """The shipped config, scraping ``target`` every second, with the shipped rules."""
+def scrape_config(folder: Path, targets: dict[str, str]) -> Path:
+    """The shipped config, scraping each job's target every second, with the shipped rules."""
     config = yaml.safe_load(SHIPPED_CONFIG.read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(RULES)]
-    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == JOB]
-    job["static_configs"] = [{"targets": [target]}]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == set(targets), "every shipped scrape job gets a running target"
+    for name, target in targets.items():
+        jobs[name]["static_configs"] = [{"targets": [target]}]
     path = folder / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -178,6 +186,21 @@ class Stack:
     alerts_topic: str
 
 
+@contextlib.contextmanager
+def archiving(settings: ArchiveSettings) -> Iterator[tuple[Archiver, CollectorRegistry]]:
+    """An archiver in a thread beside the streamer, on the same topic in its own group."""
+    stop, registry = threading.Event(), CollectorRegistry()
+    archiver = Archiver(settings, ArchiveMetrics(registry), stop)
+    thread = threading.Thread(target=archiver.run, daemon=True)
+    thread.start()
+    try:
+        yield archiver, registry
+    finally:
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive(), "the archiver did not stop within 60 s"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Stack]:
     """A streamer fed simulated rows in chunks while Prometheus scrapes it, and reloading once."""
@@ -201,12 +224,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Ite
         kafka_bootstrap, {settings.topic: 4, settings.alerts_topic: 1, settings.dlq_topic: 1}
     )
     rows = scenario_rows(scenario, normal_machines=2, drift_machines=2)
+    archive = ArchiveSettings(
+        settings.kafka,
+        str(root / "archive"),
+        settings.topic,
+        f"archiver-obs-{token}",
+        flush_rows=200,
+        flush_seconds=1.0,
+        session_timeout_ms=6000,
+        poll_seconds=0.2,
+        metrics_port=None,
+    )
     with (
         running(settings) as run,
         HealthServer("127.0.0.1", 0, run.registry, run.streamer.health) as server,
+        archiving(archive) as (archiver, archive_registry),
+        HealthServer("127.0.0.1", 0, archive_registry, archiver.health) as archive_server,
     ):
         target = f"127.0.0.1:{server.port}"
-        with prometheus_server(scrape_config(root, target), root / "tsdb") as base:
+        targets = {JOB: target, ARCHIVER_JOB: f"127.0.0.1:{archive_server.port}"}
+        with prometheus_server(scrape_config(root, targets), root / "tsdb") as base:
             # Rows arrive over several scrapes, so rates and quantiles see them change.
             size = math.ceil(len(rows) / CHUNKS)
             for start in range(0, len(rows), size):
@@ -228,6 +265,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Ite
                 ),
                 60,
                 "every row consumed, the new model loaded and breaks judged by both models",
+            )
+            # The panels read Prometheus, not the registry: wait for a scrape after the reload
+            # and after the archiver's first flush.
+            wait_until(
+                lambda: (
+                    has_finite_sample(query(base, "sheetbreak_model_reloads_total"))
+                    and has_finite_sample(
+                        query(base, "sheetbreak_archive_last_flush_timestamp_seconds")
+                    )
+                ),
+                30,
+                "Prometheus to scrape the reload and the archiver's flush",
             )
             yield Stack(base, f"http://{target}", kafka_bootstrap, settings.alerts_topic)
 
