@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tiny_bundle import SENSORS, save_model, typical_threshold, write_version
 
@@ -686,9 +686,18 @@ def structured_rows(draw: Any) -> tuple[bytes, bytes | None, list[Field], Field]
 def test_structured_rows_are_accepted_or_refused_for_their_first_fault():
     tally: Counter[str] = Counter()
 
-    # Derandomized: the same examples every run, so the coverage asserted below is stable.
-    @settings(max_examples=400, deadline=None, derandomize=True)
+    # Derandomized with no example database, so every machine runs the same examples; the
+    # rarest first fault (a good machine and key, then no timestamp) is also given outright.
+    @settings(max_examples=600, deadline=None, derandomize=True, database=None)
     @given(structured_rows())
+    @example(
+        (
+            orjson.dumps({"machine_id": "PM1", "values": {}}),
+            None,
+            [good("PM1"), good(None), Field(MISSING, r.MISSING_TIMESTAMP), good({}), good(MISSING)],
+            Field(MISSING, r.MISSING_TIMESTAMP),
+        )
+    )
     def check(case: tuple[bytes, bytes | None, list[Field], Field]) -> None:
         payload, key, fields, ts = case
         faults = [f.reason for f in fields if f.reason]
@@ -921,7 +930,8 @@ def run_batches(
 def test_hostile_messages_are_dead_lettered_and_change_nothing_for_the_good_rows(tiny_model):
     tally: Counter[str] = Counter()
 
-    # Derandomized: the same examples every run, so the coverage asserted below is stable.
+    # Derandomized, and enough examples that every reason shows up whatever order the suite
+    # runs in (the coverage asserted below is of the generator, not of the decoder).
     @settings(
         max_examples=120,
         deadline=None,
