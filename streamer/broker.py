@@ -202,8 +202,14 @@ class EmbeddedBroker:
         port: int | None = None,
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        advertised_port: int | None = None,
     ) -> None:
-        """Describe the broker to start; nothing runs until ``start``."""
+        """Describe the broker to start; nothing runs until ``start``.
+
+        ``advertised_port`` is the port the broker's metadata gives clients, when they must
+        reach it through something in between (a proxy a test controls); by default the
+        port it listens on.
+        """
         if kind not in KINDS:
             raise ValueError(
                 f"unknown broker kind {kind!r}; supported: {', '.join(KINDS)} "
@@ -215,6 +221,7 @@ class EmbeddedBroker:
         self.kind = kind
         self.host = host
         self.port = port
+        self.advertised_port = advertised_port
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -281,6 +288,7 @@ class EmbeddedBroker:
         log_path = self._log_dir / f"{self.kind}.log"
         self._log_file = log_path.open("wb")
         address = _host_port(self.host, port)
+        advertised = _host_port(self.host, self.advertised_port or port)
         cluster_id = f"sheetbreak-{uuid.uuid4().hex[:12]}"
         command = [
             str(binary),
@@ -290,7 +298,7 @@ class EmbeddedBroker:
             "--listener-url",
             f"tcp://{address}",
             "--advertised-listener-url",
-            f"tcp://{address}",
+            f"tcp://{advertised}",
             "--storage-engine",
             "memory://tansu/",
         ]

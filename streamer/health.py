@@ -49,6 +49,7 @@ class Health:
         self.live_seconds, self.ready_seconds, self.clock = live_seconds, ready_seconds, clock
         self.last_poll = clock()
         self.last_broker: float | None = None
+        self.broker_lost_at: float | None = None
         self.has_joined = False
 
     def polled(self) -> None:
@@ -62,15 +63,30 @@ class Health:
     def broker_answered(self) -> None:
         """A request to the broker succeeded."""
         self.last_broker = self.clock()
+        self.broker_lost_at = None
+
+    def broker_lost(self) -> None:
+        """The broker is known to be unreachable now (the client lost every connection, or
+        a probe went unanswered): not ready until it answers again, without waiting for
+        ``ready_seconds`` to run out."""
+        if self.broker_lost_at is None:
+            self.broker_lost_at = self.clock()
 
     def probe(self, consumer: Any, topic: str) -> None:
-        """Ask the broker for the topic's metadata (from the loop's thread); note success."""
+        """Ask the broker for the topic's metadata (from the loop's thread); note the answer."""
         try:
             consumer.list_topics(topic, timeout=PROBE_TIMEOUT)
         except Exception as exc:  # any failure means the broker did not answer in time
             log.debug("broker probe failed: %s", exc)
+            self.broker_lost()
             return
         self.broker_answered()
+
+    def broker_reachable(self) -> bool:
+        """The broker answered within ``ready_seconds`` and has not been lost since."""
+        if self.last_broker is None or self.broker_lost_at is not None:
+            return False
+        return self.clock() - self.last_broker <= self.ready_seconds
 
     def liveness(self) -> Check:
         """Alive: the consume loop polled within ``live_seconds``."""
@@ -85,7 +101,7 @@ class Health:
             "live": self.liveness().ok,
             "model_loaded": version is not None,
             "joined_group": self.has_joined,
-            "broker_reachable": broker is not None and broker <= self.ready_seconds,
+            "broker_reachable": self.broker_reachable(),
         }
         detail: dict[str, Any] = {
             **checks,
@@ -96,7 +112,8 @@ class Health:
 
 
 class HealthCollector(Collector):
-    """``<prefix>_healthy{probe}``: 1 when liveness or readiness passes, else 0."""
+    """``<prefix>_healthy{probe}``: 1 when liveness or readiness passes, else 0; and
+    ``<prefix>_broker_reachable``: 1 while the broker answers."""
 
     def __init__(self, health: Health, prefix: str = "sheetbreak") -> None:
         self.health, self.prefix = health, prefix
@@ -111,6 +128,11 @@ class HealthCollector(Collector):
         family.add_metric(["liveness"], float(self.health.liveness().ok))
         family.add_metric(["readiness"], float(self.health.readiness().ok))
         yield family
+        yield GaugeMetricFamily(
+            f"{self.prefix}_broker_reachable",
+            "1 when the Kafka broker answered recently and has not been lost since",
+            value=float(self.health.broker_reachable()),
+        )
 
 
 class _Server(ThreadingHTTPServer):

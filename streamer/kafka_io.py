@@ -39,6 +39,12 @@ def consumer_config(settings: StreamerSettings) -> dict[str, Any]:
 def producer_config(settings: StreamerSettings) -> dict[str, Any]:
     """Idempotent, and transactional when the settings ask for exactly-once."""
     config: dict[str, Any] = {
+        # When every broker connection drops at once, librdkafka's default recovery
+        # ("rebootstrap") retires the brokers it knew, and a later
+        # send_offsets_to_transaction can wait forever for a retired group coordinator
+        # (librdkafka issues #5511, #5456: its timeout is not applied there). Without
+        # rebootstrap the producer reconnects to the same brokers and carries on.
+        "metadata.recovery.strategy": "none",
         **client_config(settings),
         "enable.idempotence": True,
         "linger.ms": 5,

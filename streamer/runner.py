@@ -83,7 +83,7 @@ class Streamer:
     def run(self) -> None:
         """Consume until stopped; always leaves the group cleanly."""
         settings = self.settings
-        consumer = Consumer(kafka_io.consumer_config(settings))
+        consumer = Consumer({**kafka_io.consumer_config(settings), "error_cb": self._client_error})
         producer = Producer(
             {
                 **kafka_io.producer_config(settings),
@@ -231,6 +231,14 @@ class Streamer:
             metrics.shadow.record(outcome.shadow)
         metrics.machines.set(len(self.windows))
         metrics.warming.set(self.windows.warming())
+
+    def _client_error(self, error: KafkaError) -> None:
+        """The consumer's client-wide errors, served by its polls; librdkafka reconnects."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.health.broker_lost()
+            log.warning("lost every broker connection (%s); reconnecting", error.str())
+        else:
+            log.debug("client error: %s", error)
 
     def _delivery_failed(self) -> None:
         log.error("a record was not delivered; the transaction will not commit")

@@ -89,6 +89,35 @@ def test_probe_notes_only_a_successful_broker_answer():
     assert health.last_broker == clock.now
 
 
+def test_a_lost_broker_is_not_ready_at_once_and_ready_again_when_it_answers():
+    class Broker:
+        up = False
+
+        def list_topics(self, topic, timeout):
+            if not self.up:
+                raise RuntimeError("all brokers down")
+
+    clock, broker = Clock(), Broker()
+    health = ready_health(clock)
+    registry = CollectorRegistry()
+    registry.register(HealthCollector(health))
+    assert registry.get_sample_value("sheetbreak_broker_reachable") == 1
+    health.broker_lost()  # e.g. librdkafka's "all brokers down", long before ready_seconds
+    assert not health.readiness().ok
+    assert health.readiness().detail["broker_reachable"] is False
+    assert health.liveness().ok
+    assert registry.get_sample_value("sheetbreak_broker_reachable") == 0
+    health.probe(broker, "sensors")
+    assert not health.broker_reachable()
+    broker.up = True
+    health.probe(broker, "sensors")
+    assert health.readiness().ok
+    assert registry.get_sample_value("sheetbreak_broker_reachable") == 1
+    broker.up = False
+    health.probe(broker, "sensors")  # an unanswered probe counts as lost too
+    assert not health.readiness().ok
+
+
 def test_server_serves_metrics_and_both_probes_on_one_port():
     clock = Clock()
     registry = CollectorRegistry()
