@@ -1,14 +1,13 @@
 """Walk-forward evaluation: train only on the days before each test block, slide, pool.
 
 Every method is judged on exactly the same folds, thresholds are chosen on the days just
-before each test block, and the test blocks are pooled for the table.
+before each test block, and the test blocks are pooled for the table. Method names are
+described in :mod:`trainer.methods`.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,17 +18,20 @@ import numpy as np
 
 from streamer.episodes import EpisodePolicy
 from streamer.events import MINUTES_PER_DAY
-from streamer.features import Scaler
 from streamer.labels import Horizon
-from streamer.scoring import Scorer
-from streamer.windows import make_windows
+from trainer.adaptive import choose_calibration
+from trainer.backtest_table import table_text, write_outputs
 from trainer.data import DataOptions, Table, read_table
 from trainer.evaluate import judge
+from trainer.inputs import Source
+from trainer.methods import Method, parse_method
 from trainer.metrics import bootstrap_ci, row_metrics
-from trainer.models import ModelConfig, fit_model
 from trainer.prepare import Prepared, feature_spec, prepare
 from trainer.split import clear_of_breaks
 from trainer.threshold import choose_threshold
+from trainer.variants import FoldScores, ScoreOptions
+
+__all__ = ["BacktestSettings", "Fold", "backtest", "make_folds", "table_text"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,17 @@ class BacktestSettings:
     min_lead: float = 2.0
     max_lead: float = 20.0
     clear_rows: int = 3
+    recentre_minutes: float = 60.0
+    calibration_minutes: float = 1440.0
+    widen_minutes: float = 20.0
     seed: int = 0
     progress: bool = False
+
+    def score_options(self) -> ScoreOptions:
+        """What the scoring of each fold needs."""
+        return ScoreOptions(
+            self.lookback, self.epochs, self.widen_minutes, self.seed, self.progress
+        )
 
 
 @dataclass(frozen=True)
@@ -102,9 +113,9 @@ class MethodResult:
     labels: list[np.ndarray] = field(default_factory=list)
     warned: list[np.ndarray] = field(default_factory=list)
     leads: list[np.ndarray] = field(default_factory=list)
-    false_alarms: int = 0
-    days: float = 0.0
-    thresholds: list[float] = field(default_factory=list)
+    false_alarms: list[int] = field(default_factory=list)
+    days: list[float] = field(default_factory=list)
+    thresholds: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         """The table row: pooled row- and event-level figures with intervals."""
@@ -114,6 +125,7 @@ class MethodResult:
             row_metrics(y, s, 0.0)["roc_auc"] for y, s in zip(self.labels, self.scores, strict=True)
         ]
         rows = row_metrics(np.concatenate(self.labels), np.concatenate(self.scores), 0.0)
+        days = sum(self.days)
         return {
             "method": self.method,
             "roc_auc_mean_over_folds": float(np.nanmean(fold_aucs)),
@@ -126,10 +138,13 @@ class MethodResult:
             "median_lead_minutes": float(np.median(leads[warned]))
             if warned.any()
             else float("nan"),
-            "false_alarm_episodes_per_day": self.false_alarms / self.days
-            if self.days
-            else float("nan"),
-            "days": self.days,
+            "false_alarm_episodes_per_day": sum(self.false_alarms) / days if days else float("nan"),
+            "false_alarms_per_day_by_fold": [
+                fa / d if d else float("nan")
+                for fa, d in zip(self.false_alarms, self.days, strict=True)
+            ],
+            "thresholds_by_fold": self.thresholds,
+            "days": days,
         }
 
 
@@ -140,20 +155,22 @@ def backtest(
 ) -> list[dict[str, Any]]:
     """Run every method on every fold; write the table, JSON, CSV and plot to ``out``."""
     say = on_stage or log.info
+    methods = [parse_method(m, settings.recentre_minutes) for m in settings.methods]
     table = table if table is not None else read_table(settings.data, settings.data_options)
     spec = feature_spec(table, "auto", "drop")
     prepared = prepare(table, spec, settings.horizon, settings.data_options.label_mode)
-    windows, ends = make_windows(prepared.rows, prepared.segments, settings.lookback)
+    source = Source.of(table, spec, prepared)
     folds = make_folds(prepared, settings)
     say(f"{len(folds)} folds over {table.summary()}")
-    results = [MethodResult(m) for m in settings.methods]
+    results = [MethodResult(m.name) for m in methods]
     for k, fold in enumerate(folds):
-        for result in results:
-            _run_fold(settings, prepared, windows, ends, fold, result)
+        scores = FoldScores(source, settings.score_options(), fold.train, fold.val)
+        for method, result in zip(methods, results, strict=True):
+            _run_fold(settings, prepared, scores, method, fold, result)
             say(
-                f"fold {k + 1}/{len(folds)} {result.method}: threshold "
-                f"{result.thresholds[-1]:.4g}, {int(result.warned[-1].sum())} of "
-                f"{result.warned[-1].size} breaks warned"
+                f"fold {k + 1}/{len(folds)} {result.method}: {result.thresholds[-1]}, "
+                f"{int(result.warned[-1].sum())} of {result.warned[-1].size} breaks warned, "
+                f"{result.false_alarms[-1]} false alarms"
             )
     rows = [r.row() for r in results]
     write_outputs(settings.out, rows, settings)
@@ -163,26 +180,14 @@ def backtest(
 def _run_fold(
     settings: BacktestSettings,
     prepared: Prepared,
-    windows: np.ndarray,
-    ends: np.ndarray,
+    fold_scores: FoldScores,
+    method: Method,
     fold: Fold,
     result: MethodResult,
 ) -> None:
-    normal = prepared.labels[ends] == 0
-    train_rows = fold.train[ends] & normal
-    scaler = Scaler.fit(prepared.rows[ends[train_rows]])
-    scaled = scaler.transform(windows)
-    config = ModelConfig(kind=result.method, epochs=settings.epochs)
-    model, _ = fit_model(
-        config,
-        scaled[train_rows],
-        scaled[fold.val[ends] & normal],
-        settings.seed,
-        settings.progress,
-    )
-    scores = np.full(len(prepared), np.nan)
-    scores[ends] = Scorer(model, settings.lookback).score(scaled)[0]
+    scores = fold_scores.method(method)
     policy = EpisodePolicy(settings.clear_rows)
+    leads = (settings.min_lead, settings.max_lead)
     choice = choose_threshold(
         "events",
         prepared,
@@ -190,88 +195,32 @@ def _run_fold(
         fold.val,
         policy,
         settings.budget,
-        min_lead=settings.min_lead,
-        max_lead=settings.max_lead,
+        min_lead=leads[0],
+        max_lead=leads[1],
     )
-    judged = judge(
-        prepared,
-        scores,
-        fold.test,
-        choice.value,
-        policy,
-        settings.min_lead,
-        settings.max_lead,
-        intervals=False,
-    )
-    result.scores.append(judged.scores)
+    decide, threshold = scores, choice.value
+    result.thresholds.append(f"threshold {choice.value:.4g}")
+    if method.adaptive:
+        adaptive = choose_calibration(
+            prepared,
+            scores,
+            fold.val,
+            fold.val | fold.test,
+            policy,
+            settings.budget,
+            choice.value,
+            settings.calibration_minutes,
+            method.adaptive,
+            leads,
+        )
+        decide, threshold = adaptive.margins, 0.0
+        result.thresholds[-1] = adaptive.describe()
+    judged = judge(prepared, decide, fold.test, threshold, policy, *leads, intervals=False)
+    kept = fold.test & np.isfinite(decide)
+    # Ranking figures describe the score itself, whatever decides the alerts.
+    result.scores.append(scores[kept])
     result.labels.append(judged.labels)
     result.warned.append(judged.events.warned)
     result.leads.append(judged.events.leads)
-    result.false_alarms += judged.events.false_alarms
-    result.days += judged.events.days
-    result.thresholds.append(choice.value)
-
-
-def table_text(rows: list[dict[str, Any]], settings: BacktestSettings) -> str:
-    """The comparison as a Markdown table."""
-    lines = [
-        f"Walk-forward: {settings.folds} folds, thresholds chosen on the {settings.val_days:g} "
-        f"days before each test block for at most {settings.budget:g} false-alarm episodes "
-        f"per day; a break counts as warned when an episode opens {settings.min_lead:g} to "
-        f"{settings.max_lead:g} minutes ahead.",
-        "",
-        "| method | ROC AUC (mean over folds) | ROC AUC (pooled) | PR AUC | breaks warned "
-        "| recall (95% CI) | median lead (min) | false alarms / day |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        low, high = r["event_recall_ci"]
-        lines.append(
-            f"| {r['method']} | {r['roc_auc_mean_over_folds']:.3f} | {r['roc_auc_pooled']:.3f} "
-            f"| {r['pr_auc_pooled']:.4f} | {r['breaks_warned']} of {r['breaks']} "
-            f"| {r['event_recall']:.3f} ({low:.3f}-{high:.3f}) | {r['median_lead_minutes']:.1f} "
-            f"| {r['false_alarm_episodes_per_day']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(out: Path, rows: list[dict[str, Any]], settings: BacktestSettings) -> None:
-    """``backtest.md``, ``backtest.json``, ``backtest.csv`` and ``backtest.png`` in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "backtest.md").write_text(table_text(rows, settings), encoding="utf-8")
-    (out / "backtest.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    with (out / "backtest.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    _plot(out / "backtest.png", rows)
-
-
-def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
-    import matplotlib as mpl  # noqa: PLC0415
-
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    names = [r["method"] for r in rows]
-    recall = np.array([r["event_recall"] for r in rows])
-    ci = np.array([r["event_recall_ci"] for r in rows], dtype=float)
-    left.bar(names, recall, yerr=[recall - ci[:, 0], ci[:, 1] - recall], capsize=4)
-    left.set(ylabel="share of breaks warned 2-20 min ahead", title="Event recall (95% CI)")
-    right.scatter(
-        [r["false_alarm_episodes_per_day"] for r in rows],
-        [r["roc_auc_mean_over_folds"] for r in rows],
-    )
-    for r in rows:
-        right.annotate(
-            r["method"], (r["false_alarm_episodes_per_day"], r["roc_auc_mean_over_folds"])
-        )
-    right.set(
-        xlabel="false-alarm episodes per day",
-        ylabel="ROC AUC (mean over folds)",
-        title="Alarms against ranking quality",
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    result.false_alarms.append(judged.events.false_alarms)
+    result.days.append(judged.events.days)

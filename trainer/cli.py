@@ -66,7 +66,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--methods",
         type=comma_names,
         default=("pca", "dense", "lstm"),
-        help="comma-separated model kinds to compare",
+        help="comma-separated methods to compare: a model (pca, dense, lstm, gbm, lr) with "
+        "options joined by '-' (rc re-centre, lbN lookback, norm/maha errors, smK smoothing, "
+        "at adaptive threshold; see trainer/methods.py), parts joined by '+' form a rank "
+        "ensemble, e.g. lstm-rc,gbm-rc,lstm-rc+gbm-rc-at",
     )
     flags.add("--folds", type=int, default=4, help="test blocks after the first training days")
     flags.add("--min-train-days", type=float, default=8.0, help="days before the first block")
@@ -79,6 +82,25 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flags.add("--lookback", type=int, default=5, help="rows per window")
     flags.add("--epochs", type=int, default=200, help="most epochs per fit")
     flags.add("--budget", type=float, default=2.0, help="false-alarm episodes per day allowed")
+    flags.add(
+        "--recentre-minutes",
+        type=float,
+        default=60.0,
+        help="time constant of the per-machine baseline of the rc option",
+    )
+    flags.add(
+        "--calibration-minutes",
+        type=float,
+        default=1440.0,
+        help="trailing period (time constant) of the adaptive threshold of the at option",
+    )
+    flags.add(
+        "--widen-minutes",
+        type=float,
+        default=20.0,
+        help="supervised heads learn the rows this many minutes before a break as positive",
+    )
+    flags.add("--seed", type=int, default=0, help="training seed")
     flags.add("--out", type=Path, default=Path("backtest"), help="folder for the table and plot")
     _judge_flags(flags)
     ev = commands.add_parser("evaluate", help="score labelled rows with a bundle and judge it")
@@ -362,6 +384,10 @@ def _backtest(args: argparse.Namespace) -> int:
         budget=args.budget,
         min_lead=args.min_lead,
         max_lead=args.max_lead,
+        recentre_minutes=args.recentre_minutes,
+        calibration_minutes=args.calibration_minutes,
+        widen_minutes=args.widen_minutes,
+        seed=args.seed,
     )
     try:
         rows = backtest(settings)

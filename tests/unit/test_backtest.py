@@ -71,3 +71,24 @@ def test_too_little_data_for_the_first_block_is_a_clear_error(plant_csv, tmp_pat
     settings = BacktestSettings(data=(str(plant_csv),), out=tmp_path, min_train_days=30)
     with pytest.raises(ValueError, match="leaves nothing to test"):
         backtest(settings)
+
+
+def test_backtest_compares_re_centred_supervised_ensemble_and_adaptive_rows(plant_csv, tmp_path):
+    methods = ("pca-rc-maha-sm2", "gbm-rc-ck", "pca-rc+gbm-rc-ck-z-ats", "pca-at")
+    settings = BacktestSettings(
+        data=(str(plant_csv),),
+        out=tmp_path,
+        methods=methods,
+        folds=2,
+        min_train_days=1.0,
+        val_days=0.25,
+        recentre_minutes=30.0,
+        calibration_minutes=240.0,
+    )
+    rows = backtest(settings)
+    assert [r["method"] for r in rows] == list(methods)
+    assert len({r["breaks"] for r in rows}) == 1
+    assert rows[2]["thresholds_by_fold"][0].startswith("stretch")
+    assert rows[3]["thresholds_by_fold"][0].startswith("rate")
+    assert rows[1]["roc_auc_pooled"] > 0.6
+    assert "| pca-at |" in (tmp_path / "backtest.md").read_text()

@@ -1,0 +1,96 @@
+"""A supervised head on windowed features, trained with the labelled breaks.
+
+Breaks are rare, but a training stretch of a week still holds dozens; widening the
+positive label to the ``widen`` minutes before each break gives the model enough rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamer.head import TreeEnsemble, window_summary
+from streamer.windows import make_windows
+from trainer.evaluate import next_break_of_row
+from trainer.prepare import Prepared
+
+
+def window_features(
+    rows: np.ndarray, segments: np.ndarray, lookback: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per window: its last row, its mean and its change from first to last row."""
+    windows, ends = make_windows(rows, segments, lookback)
+    return window_summary(windows), ends
+
+
+def widened_labels(prepared: Prepared, widen_minutes: float) -> np.ndarray:
+    """1 for rows with a break of their machine in the next ``widen_minutes``."""
+    nxt = next_break_of_row(prepared)
+    ahead = np.where(nxt >= 0, prepared.break_times[np.maximum(nxt, 0)] - prepared.times, np.inf)
+    return ((ahead > 0) & (ahead <= widen_minutes)).astype(np.int8)
+
+
+def fit_head(kind: str, features: np.ndarray, labels: np.ndarray, seed: int) -> Any:
+    """Gradient boosting (``gbm``) or logistic regression (``lr``) on the training windows."""
+    if labels.min() == labels.max():
+        raise ValueError("the training rows hold no break to learn from; use more training days")
+    if kind == "gbm":
+        from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415
+
+        model: Any = HistGradientBoostingClassifier(
+            learning_rate=0.05,
+            max_iter=200,
+            max_leaf_nodes=15,
+            min_samples_leaf=40,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=seed,
+        )
+    elif kind == "lr":
+        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+        from sklearn.pipeline import make_pipeline  # noqa: PLC0415
+        from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+
+        model = make_pipeline(
+            StandardScaler(), LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000)
+        )
+    else:
+        raise ValueError(f"unknown supervised head {kind!r}")
+    return model.fit(features, labels)
+
+
+def head_scores(model: Any, features: np.ndarray) -> np.ndarray:
+    """The head's log-odds of a break ahead."""
+    return np.asarray(model.decision_function(features), dtype=np.float64)
+
+
+def export_trees(model: Any) -> TreeEnsemble:
+    """A fitted binary HistGradientBoostingClassifier as plain arrays.
+
+    scikit-learn keeps its trees in private attributes; the unit test compares the export
+    with ``decision_function`` so a change there is caught, not shipped.
+    """
+    if getattr(model, "n_trees_per_iteration_", 1) != 1:
+        raise ValueError("only a binary classifier's trees can be exported")
+    nodes = [trees[0].nodes for trees in model._predictors]
+    if any(n["is_categorical"].any() for n in nodes):
+        raise ValueError("trees with categorical splits cannot be exported")
+    width = max(len(n) for n in nodes)
+
+    def stack(name: str, dtype: type) -> np.ndarray:
+        out: np.ndarray = np.zeros((len(nodes), width), dtype=dtype)
+        for i, n in enumerate(nodes):
+            out[i, : len(n)] = n[name]
+        return out
+
+    return TreeEnsemble(
+        feature=stack("feature_idx", np.int64),
+        threshold=stack("num_threshold", np.float64),
+        left=stack("left", np.int64),
+        right=stack("right", np.int64),
+        value=stack("value", np.float64),
+        missing_left=stack("missing_go_to_left", np.bool_),
+        leaf=stack("is_leaf", np.bool_),
+        baseline=float(np.ravel(model._baseline_prediction)[0]),
+    )
