@@ -17,6 +17,9 @@ import orjson
 from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry
 
+from streamer.archive import Archiver
+from streamer.archive_metrics import ArchiveMetrics
+from streamer.archive_settings import ArchiveSettings
 from streamer.bundle import MANIFEST_FILE, Registry, load_bundle
 from streamer.metrics import StreamerMetrics
 from streamer.runner import Streamer
@@ -244,3 +247,20 @@ def running(settings: StreamerSettings) -> Iterator[Running]:
         stop.set()
         thread.join(60)
         assert not thread.is_alive(), "the streamer did not stop within 60 s"
+
+
+@contextlib.contextmanager
+def archiving(
+    settings: ArchiveSettings, registry: CollectorRegistry | None = None
+) -> Iterator[Archiver]:
+    """An archiver running in a thread until the block ends; then stopped as SIGTERM would."""
+    stop = threading.Event()
+    archiver = Archiver(settings, ArchiveMetrics(registry or CollectorRegistry()), stop)
+    thread = threading.Thread(target=archiver.run, daemon=True)
+    thread.start()
+    try:
+        yield archiver
+    finally:
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive(), "the archiver did not stop within 60 s"

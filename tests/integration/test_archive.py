@@ -1,7 +1,6 @@
 """The archiver against a real broker: every row once, in its own day, through SIGKILLs."""
 
 import collections
-import contextlib
 import os
 import random
 import re
@@ -18,6 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
+from stream_helpers import archiving
 
 from streamer.archive import Archiver
 from streamer.archive_layout import DAY_MS, day_of
@@ -153,21 +153,6 @@ def test_every_row_is_archived_once_in_the_day_of_its_own_time(
         zip(table.column("machine_id").to_pylist(), table.column("break").to_pylist(), strict=True)
     )
     assert flags["M-09"] is None and flags["M-00"] == 0
-
-
-@contextlib.contextmanager
-def archiving(settings):
-    """An archiver running in a thread until the block ends; then stopped as SIGTERM would."""
-    stop = threading.Event()
-    archiver = Archiver(settings, ArchiveMetrics(CollectorRegistry()), stop)
-    thread = threading.Thread(target=archiver.run, daemon=True)
-    thread.start()
-    try:
-        yield archiver
-    finally:
-        stop.set()
-        thread.join(60)
-        assert not thread.is_alive(), "the archiver did not stop within 60 s"
 
 
 def test_a_member_joining_takes_over_at_the_flush_of_the_revoked_one(

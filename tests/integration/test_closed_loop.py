@@ -11,13 +11,12 @@ import io
 import itertools
 import json
 import shutil
-import threading
 
 import pyarrow.dataset as ds
 import pytest
-from prometheus_client import CollectorRegistry
 from stream_helpers import (
     alerts_of,
+    archiving,
     produce_rows,
     read_all,
     running,
@@ -25,8 +24,6 @@ from stream_helpers import (
     wait_until,
 )
 
-from streamer.archive import Archiver
-from streamer.archive_metrics import ArchiveMetrics
 from streamer.archive_settings import ArchiveSettings
 from streamer.broker import create_topics
 from streamer.bundle import Registry
@@ -52,20 +49,6 @@ def _history(params):
 
 def _archived_rows(root):
     return ds.dataset(root, format="parquet", partitioning="hive").count_rows()
-
-
-@contextlib.contextmanager
-def _archiving(settings):
-    stop = threading.Event()
-    archiver = Archiver(settings, ArchiveMetrics(CollectorRegistry()), stop)
-    thread = threading.Thread(target=archiver.run, daemon=True)
-    thread.start()
-    try:
-        yield archiver
-    finally:
-        stop.set()
-        thread.join(60)
-        assert not thread.is_alive(), "the archiver did not stop within 60 s"
 
 
 def _fit(archive, registry, *extra):
@@ -105,7 +88,7 @@ def test_archive_retrain_promote_and_shadow_without_a_restart(
         poll_seconds=0.2,
         metrics_port=None,
     )
-    with _archiving(archiver):
+    with archiving(archiver):
         wait_until(
             lambda: archive.is_dir() and _archived_rows(archive) == len(history),
             120,

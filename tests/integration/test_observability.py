@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -32,6 +31,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from stream_helpers import (
     alerts_of,
+    archiving,
     build_scenario,
     copy_bundle,
     produce_raw,
@@ -43,8 +43,6 @@ from stream_helpers import (
     wait_until,
 )
 
-from streamer.archive import Archiver
-from streamer.archive_metrics import ArchiveMetrics
 from streamer.archive_settings import ArchiveSettings
 from streamer.broker import create_topics
 from streamer.bundle import Registry, load_bundle
@@ -186,21 +184,6 @@ class Stack:
     alerts_topic: str
 
 
-@contextlib.contextmanager
-def archiving(settings: ArchiveSettings) -> Iterator[tuple[Archiver, CollectorRegistry]]:
-    """An archiver in a thread beside the streamer, on the same topic in its own group."""
-    stop, registry = threading.Event(), CollectorRegistry()
-    archiver = Archiver(settings, ArchiveMetrics(registry), stop)
-    thread = threading.Thread(target=archiver.run, daemon=True)
-    thread.start()
-    try:
-        yield archiver, registry
-    finally:
-        stop.set()
-        thread.join(60)
-        assert not thread.is_alive(), "the archiver did not stop within 60 s"
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Stack]:
     """A streamer fed simulated rows in chunks while Prometheus scrapes it, and reloading once."""
@@ -224,6 +207,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Ite
         kafka_bootstrap, {settings.topic: 4, settings.alerts_topic: 1, settings.dlq_topic: 1}
     )
     rows = scenario_rows(scenario, normal_machines=2, drift_machines=2)
+    archive_registry = CollectorRegistry()
     archive = ArchiveSettings(
         settings.kafka,
         str(root / "archive"),
@@ -238,7 +222,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Ite
     with (
         running(settings) as run,
         HealthServer("127.0.0.1", 0, run.registry, run.streamer.health) as server,
-        archiving(archive) as (archiver, archive_registry),
+        archiving(archive, archive_registry) as archiver,
         HealthServer("127.0.0.1", 0, archive_registry, archiver.health) as archive_server,
     ):
         target = f"127.0.0.1:{server.port}"
