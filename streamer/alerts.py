@@ -12,6 +12,23 @@ import numpy as np
 from streamer.episodes import Transition
 
 TOP_SENSORS = 3
+# The keys DESIGN.md's alert contract requires of every alert message.
+CONTRACT_FIELDS = frozenset(
+    (
+        "alert_id",
+        "episode_id",
+        "status",
+        "machine_id",
+        "ts",
+        "emitted_at",
+        "score",
+        "threshold",
+        "severity",
+        "top_sensors",
+        "model_version",
+        "horizon_minutes",
+    )
+)
 
 
 def episode_id(machine_id: str, started_ms: int) -> str:

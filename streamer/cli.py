@@ -147,15 +147,7 @@ def _stream_flags(flags: EnvFlags) -> None:
         "its alerts, errors and breaks warned go to metrics labelled by model_version; "
         "checked for a new bundle as often as the registry",
     )
-    flags.add("--metrics-port", type=int, default=9108, help="port of /metrics (0: none)")
-    flags.add(
-        "--metrics-host",
-        default="127.0.0.1",
-        help="address of /metrics (0.0.0.0 inside a container)",
-    )
-    flags.add(
-        "--session-timeout-ms", type=int, default=10000, help="consumer group session timeout"
-    )
+    _service_flags(flags, metrics_port=9108)
 
 
 def _archive_flags(flags: EnvFlags) -> None:
@@ -171,7 +163,12 @@ def _archive_flags(flags: EnvFlags) -> None:
         choices=("zstd", "snappy", "gzip", "lz4", "none"),
         help="Parquet codec",
     )
-    flags.add("--metrics-port", type=int, default=9109, help="port of /metrics (0: none)")
+    _service_flags(flags, metrics_port=9109)
+
+
+def _service_flags(flags: EnvFlags, metrics_port: int) -> None:
+    """Flags every long-running group member has: its /metrics address and session timeout."""
+    flags.add("--metrics-port", type=int, default=metrics_port, help="port of /metrics (0: none)")
     flags.add(
         "--metrics-host",
         default="127.0.0.1",

@@ -20,25 +20,12 @@ from stream_helpers import (
     wait_until,
 )
 
+from streamer.alerts import CONTRACT_FIELDS
 from streamer.broker import create_topics
 from streamer.bundle import Registry
 from streamer.rows import parse_ts
 
 pytestmark = pytest.mark.integration
-CONTRACT = {
-    "alert_id",
-    "episode_id",
-    "status",
-    "machine_id",
-    "ts",
-    "emitted_at",
-    "score",
-    "threshold",
-    "severity",
-    "top_sensors",
-    "model_version",
-    "horizon_minutes",
-}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +62,7 @@ def test_a_drifting_machine_warns_once_before_its_break_normal_ones_stay_quiet(
     assert {a["machine_id"] for a in alerts} == {"D-1"}
     opens = [a for a in alerts if a["status"] == "open"]
     assert len(opens) == 1
-    assert set(opens[0]) >= CONTRACT
+    assert set(opens[0]) >= CONTRACT_FIELDS
     break_ts = max(r["ts"] for r in rows if r["break"])
     assert parse_ts(opens[0]["ts"]) < break_ts
     assert opens[0]["model_version"] == "v1"

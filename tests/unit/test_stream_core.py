@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
 from streamer import rows as r
-from streamer.alerts import alert_id, alert_message, episode_id, top_sensors
+from streamer.alerts import CONTRACT_FIELDS, alert_id, alert_message, episode_id, top_sensors
 from streamer.episodes import EpisodePolicy, EpisodeState, advance, close, episode_starts
 from streamer.features import FeatureSpec
 from streamer.machines import BREAK, DEGRADED, READY, WARMING, DataQuality, MachineWindows
@@ -204,20 +204,7 @@ def test_alert_ids_are_deterministic_and_distinct_per_event():
     assert [s["sensor"] for s in sensors] == ["b", "c"]
     assert sensors[0]["share"] == pytest.approx(0.75)
     message = alert_message("PM1", opened, 1000, 2000, 5.0, 1.0, sensors, "v1", 4.0)
-    assert set(message) >= {
-        "alert_id",
-        "episode_id",
-        "status",
-        "machine_id",
-        "ts",
-        "emitted_at",
-        "score",
-        "threshold",
-        "severity",
-        "top_sensors",
-        "model_version",
-        "horizon_minutes",
-    }
+    assert set(message) >= CONTRACT_FIELDS
     assert message["ts"] == "1970-01-01T00:00:01.000Z"
 
 
