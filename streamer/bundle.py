@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer.calibrate import Calibration
 from streamer.episodes import EpisodePolicy
 from streamer.errors import BundleError, DataError
 from streamer.features import FeatureSpec, Scaler
@@ -40,6 +41,7 @@ class Bundle:
     max_gap_minutes: float
     horizon_minutes: float
     warning: WarningWindow = field(default_factory=WarningWindow)
+    calibration: Calibration | None = None  # a per-machine adaptive threshold, if trained so
 
     @property
     def version(self) -> str:
@@ -103,11 +105,33 @@ def _check_numbers(bundle: Bundle) -> None:
         raise ValueError(f"max_gap_minutes {bundle.max_gap_minutes} is not a positive duration")
     if not math.isfinite(bundle.horizon_minutes):
         raise ValueError(f"horizon_minutes {bundle.horizon_minutes} is not finite")
+    if bundle.calibration is not None:
+        _check_calibration(bundle.calibration)
     scaler = bundle.scaler
     if not (np.isfinite(scaler.mean).all() and np.isfinite(scaler.scale).all()):
         raise ValueError("the scaler's mean and scale must be finite")
     if not (scaler.scale > 0).all():
         raise ValueError("every scale of the scaler must be above 0")
+
+
+def _check_calibration(calibration: Calibration) -> None:
+    if not np.isfinite(calibration.edges).all():
+        raise ValueError("the adaptive threshold's histogram edges must be finite")
+    if not (math.isfinite(calibration.minutes) and calibration.minutes > 0):
+        raise ValueError(f"calibration period {calibration.minutes} is not a positive duration")
+    if not (math.isfinite(calibration.min_weight) and calibration.min_weight >= 0):
+        raise ValueError(f"calibration min_weight {calibration.min_weight} is not a weight")
+    if not (math.isfinite(calibration.stretch) and calibration.stretch > 0):
+        raise ValueError(f"calibration stretch {calibration.stretch} is not a positive number")
+    if math.isnan(calibration.fallback):
+        raise ValueError("the adaptive threshold's fallback is NaN")
+    prior = calibration.prior
+    if prior is not None and (
+        prior.shape != (calibration.bins,) or not (np.isfinite(prior) & (prior >= 0)).all()
+    ):
+        raise ValueError(
+            f"the calibration prior must hold {calibration.bins} finite counts of at least 0"
+        )
 
 
 def _bundle_from_manifest(folder: Path, manifest: Mapping[str, Any]) -> Bundle:
@@ -129,7 +153,13 @@ def _bundle_from_manifest(folder: Path, manifest: Mapping[str, Any]) -> Bundle:
         max_gap_minutes=float(preprocessing["max_gap_minutes"]),
         horizon_minutes=float(manifest["labels"]["horizon_minutes"]),
         warning=WarningWindow.from_manifest(manifest),
+        calibration=_calibration(manifest["threshold"]),
     )
+
+
+def _calibration(threshold: Mapping[str, Any]) -> Calibration | None:
+    adaptive = threshold.get("adaptive")
+    return None if adaptive is None else Calibration.from_dict(adaptive)
 
 
 class Registry:

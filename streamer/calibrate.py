@@ -14,13 +14,13 @@ gives row by row.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from streamer.decay import decay_factor, decayed_blocks, forgets, run_starts
+from streamer.decay import FORGET, decay_factor, decayed_blocks, forgets, run_starts
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,53 @@ def calibrate_step(
     counts = counts.copy()
     counts[calibration.bin_of(np.asarray([score]))[0]] += 1.0
     return CalibrationState(counts, minutes), threshold
+
+
+def calibrate_many(
+    calibration: Calibration,
+    states: MutableMapping[str, CalibrationState],
+    keys: Sequence[str],
+    scores: np.ndarray,
+    minutes: np.ndarray,
+) -> np.ndarray:
+    """:func:`calibrate_step` for each row in order (row ``i`` of machine ``keys[i]``),
+    updating ``states``; a machine without a state starts from the prior.
+
+    The rows are taken in rounds, the k-th row of every machine in round k, so a batch
+    of many machines costs a few array operations rather than one call per row. A NaN
+    score gets a threshold but leaves its machine's state as it was, as in
+    :func:`thresholds_table`.
+    """
+    out = np.empty(len(keys))
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+    start = calibration.start_counts()
+    tau = calibration.minutes
+    for rows in rounds:
+        idx = np.asarray(rows)
+        before = [states.get(keys[i]) for i in rows]
+        counts = np.stack([start if s is None else s.counts for s in before])
+        last = np.array([math.nan if s is None else s.last_minutes for s in before])
+        elapsed = minutes[idx] - last
+        known = ~np.isnan(elapsed)
+        factor = np.ones(len(rows))
+        factor[known] = np.exp(-np.maximum(elapsed[known], 0.0) / tau)
+        counts *= factor[:, None]
+        counts[known & (elapsed > FORGET * tau)] = start
+        out[idx] = threshold_of(calibration, counts)
+        row_scores = scores[idx]
+        keep = ~np.isnan(row_scores)
+        counts[np.flatnonzero(keep), calibration.bin_of(row_scores[keep])] += 1.0
+        for j, i in enumerate(rows):
+            if keep[j]:
+                states[keys[i]] = CalibrationState(counts[j], float(minutes[i]))
+    return out
 
 
 def thresholds_table(

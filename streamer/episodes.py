@@ -73,6 +73,13 @@ class Step:
     reason: str = ""
 
 
+def scored_rows(steps: list[Step]) -> tuple[list[str], np.ndarray]:
+    """The machine and time (in minutes) of each scored step, in score order."""
+    scored = [step for step in steps if step.position >= 0]
+    minutes = np.fromiter((step.ts_ms for step in scored), np.float64, len(scored)) / 60_000.0
+    return [step.machine for step in scored], minutes
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """An episode event to publish: ``open``, ``update`` or ``resolved``."""

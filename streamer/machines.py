@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamer.calibrate import CalibrationState
 from streamer.episodes import EpisodeState
 from streamer.features import FeatureSpec
 from streamer.rows import INCOMPATIBLE_SENSORS, NON_FINITE, OUT_OF_ORDER, Row, RowRejected
@@ -49,6 +50,8 @@ class Machine:
     seen_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     episode: EpisodeState = field(default_factory=EpisodeState)
     openings: tuple[int, ...] = ()  # recent episode starts, to judge a break's lead time
+    calibration: CalibrationState | None = None  # its adaptive threshold's recent scores
+    threshold: float = float("nan")  # the threshold its latest scored row met
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,10 @@ class StreamerMetrics:
             registry=registry,
         )
         self.threshold = Gauge(
-            name("threshold"), "Alert threshold of the model in use", registry=registry
+            name("threshold"),
+            "Alert threshold of the model in use; where it adapts per machine, the median "
+            "of those the latest batch's rows met",
+            registry=registry,
         )
         self.model_info = Gauge(
             name("model_info"), "1 for the model version in use", ["version"], registry=registry
@@ -213,7 +216,8 @@ class ShadowMetrics:
         )
         self.threshold = Gauge(
             name("shadow_threshold"),
-            "Alert threshold of the shadow candidate being scored",
+            "Alert threshold of the shadow candidate being scored; where it adapts per "
+            "machine, the median of those the latest batch's rows met",
             ["model_version"],
             registry=registry,
         )
@@ -258,6 +262,8 @@ class ShadowMetrics:
         """Observe what the candidate made of one batch."""
         version = outcome.version
         observe_many(self.reconstruction_error.labels(version), outcome.scores)
+        if len(outcome.thresholds):
+            self.threshold.labels(version).set(float(np.median(outcome.thresholds)))
         for status, count in outcome.events.items():
             self.alerts.labels(version, status).inc(count)
         _count_breaks(

@@ -6,6 +6,7 @@ No Kafka calls here: the runner hands in messages and publishes what comes out.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ import numpy as np
 
 from streamer.alerts import alert_message, top_sensors
 from streamer.bundle import Bundle, load_bundle
-from streamer.episodes import Step, advance, close
+from streamer.calibrate import CalibrationState, calibrate_many
+from streamer.episodes import Step, advance, close, scored_rows
 from streamer.errors import BundleError
 from streamer.leadtime import Verdict
 from streamer.machines import READY, MachineWindows
@@ -55,6 +57,7 @@ class BatchOutcome:
     dead: list[tuple[int, str, str]] = field(default_factory=list)
     scored: list[int] = field(default_factory=list)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     unscored: Counter[str] = field(default_factory=Counter)
     breaks: list[Verdict] = field(default_factory=list)
     seconds: float = 0.0
@@ -121,10 +124,14 @@ def _score_and_alert(
         started = time.perf_counter()
         out.scores, errors, recon = model.scorer.score(bundle.scaler.transform(raw))
         out.seconds = time.perf_counter() - started
-    alerting = (np.asarray(out.scores, np.float64) >= bundle.threshold).tolist()
+    out.thresholds = _thresholds(bundle, windows, steps, out.scores)
+    limits = out.thresholds.tolist()
+    alerting = (np.asarray(out.scores, np.float64) >= out.thresholds).tolist()
     for step in steps:
         machine = windows.machines[step.machine]
         k = step.position
+        if k >= 0:
+            machine.threshold = limits[k]
         if step.reason == "break":
             out.breaks.append(bundle.warning.judge(machine.openings, step.ts_ms))
         if k >= 0 and not alerting[k] and machine.episode.started_ms is None:
@@ -136,7 +143,7 @@ def _score_and_alert(
                 machine.episode,
                 step.ts_ms,
                 float(out.scores[k]),
-                bundle.threshold,
+                limits[k],
                 bundle.episode_policy,
             )
         if event is None:
@@ -158,9 +165,34 @@ def _score_and_alert(
                 step.ts_ms,
                 now_ms,
                 score,
-                bundle.threshold,
+                limits[k] if k >= 0 else _last_threshold(machine.threshold, bundle),
                 sensors,
                 bundle.version,
                 bundle.horizon_minutes,
             )
         )
+
+
+def _thresholds(
+    bundle: Bundle, windows: MachineWindows, steps: list[Step], scores: np.ndarray
+) -> np.ndarray:
+    """Each scored row's threshold: the bundle's own, or its machine's adaptive one."""
+    calibration = bundle.calibration
+    if calibration is None:
+        return np.full(len(scores), bundle.threshold)
+    keys, minutes = scored_rows(steps)
+    machines = windows.machines
+    states: dict[str, CalibrationState] = {}
+    for key in keys:
+        state = machines[key].calibration
+        if state is not None:
+            states[key] = state
+    out = calibrate_many(calibration, states, keys, np.asarray(scores, np.float64), minutes)
+    for key, state in states.items():
+        machines[key].calibration = state
+    return out
+
+
+def _last_threshold(threshold: float, bundle: Bundle) -> float:
+    """The threshold a machine's latest scored row met (the bundle's before any)."""
+    return bundle.threshold if math.isnan(threshold) else threshold

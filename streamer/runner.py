@@ -223,6 +223,7 @@ class Streamer:
             metrics.batch_size.observe(len(outcome.scored))
             metrics.batch_seconds.observe(outcome.seconds)
             observe_many(metrics.reconstruction_error, outcome.scores)
+            metrics.threshold.set(float(np.median(outcome.thresholds)))
             stamps = np.array([messages[i].timestamp() for i in outcome.scored], np.float64)
             known = stamps[(stamps[:, 0] != 0) & (stamps[:, 1] > 0), 1]
             observe_many(metrics.latency, np.maximum(0.0, now - known / 1000))
@@ -397,6 +398,10 @@ class Streamer:
             return
         rebuild = model.bundle.lookback != self.model.bundle.lookback
         self.model = model
+        for machine in self.windows.machines.values():
+            # Thresholds start again from the new model's own prior: its scores differ.
+            machine.calibration = None
+            machine.threshold = float("nan")
         self.metrics.model_reloads.labels("loaded").inc()
         self.metrics.use_model(model.bundle.version, model.bundle.threshold)
         log.info("now using model %s (threshold %.5g)", version, model.bundle.threshold)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from streamer.bundle import MANIFEST_FILE, MODEL_FILE, Bundle, load_bundle
-from streamer.episodes import EpisodePolicy, EpisodeState, Step, advance, close
+from streamer.calibrate import Calibration, CalibrationState, calibrate_many
+from streamer.episodes import EpisodePolicy, EpisodeState, Step, advance, close, scored_rows
 from streamer.errors import BundleError
 from streamer.leadtime import Verdict, WarningWindow
 from streamer.scoring import Scorer
@@ -41,22 +42,45 @@ class ShadowOutcome:
     scores: np.ndarray
     events: Counter[str] = field(default_factory=Counter)
     breaks: list[Verdict] = field(default_factory=list)
+    thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class ShadowEpisodes:
     """The candidate's episodes per machine, advanced by the serving batch's steps."""
 
-    def __init__(self, threshold: float, policy: EpisodePolicy, warning: WarningWindow) -> None:
+    def __init__(
+        self,
+        threshold: float,
+        policy: EpisodePolicy,
+        warning: WarningWindow,
+        calibration: Calibration | None = None,
+    ) -> None:
         self.threshold, self.policy, self.warning = threshold, policy, warning
+        self.calibration = calibration
         self.tracks: dict[str, Track] = {}
+        self.calibrated: dict[str, CalibrationState] = {}
+
+    def thresholds(self, steps: Sequence[Step], scores: np.ndarray) -> np.ndarray:
+        """The candidate's threshold for each scored row (its own per-machine adaptive
+        one, when it carries a calibration)."""
+        if self.calibration is None:
+            return np.full(len(scores), self.threshold)
+        keys, minutes = scored_rows(list(steps))
+        return calibrate_many(
+            self.calibration, self.calibrated, keys, np.asarray(scores, np.float64), minutes
+        )
 
     def follow(
-        self, steps: Sequence[Step], scores: np.ndarray
+        self, steps: Sequence[Step], scores: np.ndarray, thresholds: np.ndarray | None = None
     ) -> tuple[Counter[str], list[Verdict]]:
-        """Apply the steps in order; the would-be alert events by status, and judged breaks."""
+        """Apply the steps in order; the would-be alert events by status, and judged breaks.
+        ``thresholds`` are those :meth:`thresholds` gave for these rows (found if not given)."""
+        if thresholds is None:
+            thresholds = self.thresholds(steps, scores)
         events: Counter[str] = Counter()
         breaks: list[Verdict] = []
-        alerting = (np.asarray(scores, np.float64) >= self.threshold).tolist()
+        limits = thresholds.tolist()
+        alerting = (np.asarray(scores, np.float64) >= thresholds).tolist()
         for step in steps:
             k, track = step.position, self.tracks.get(step.machine)
             if k < 0:
@@ -69,7 +93,7 @@ class ShadowEpisodes:
                 if track is None:
                     track = self.tracks[step.machine] = Track()
                 track.episode, event = advance(
-                    track.episode, step.ts_ms, float(scores[k]), self.threshold, self.policy
+                    track.episode, step.ts_ms, float(scores[k]), limits[k], self.policy
                 )
             else:
                 continue  # no episode and a score under the threshold: nothing happens
@@ -83,10 +107,13 @@ class ShadowEpisodes:
         """Forget the machines the serving windows no longer hold (evicted, revoked)."""
         for machine in [m for m in self.tracks if m not in machines]:
             del self.tracks[machine]
+        for machine in [m for m in self.calibrated if m not in machines]:
+            del self.calibrated[machine]
 
     def clear(self) -> None:
         """Forget every machine (the serving windows were rebuilt)."""
         self.tracks.clear()
+        self.calibrated.clear()
 
 
 def check_fits(candidate: Bundle, serving: Bundle) -> None:
@@ -108,7 +135,9 @@ class Shadow:
 
     def __init__(self, bundle: Bundle, scorer: Scorer) -> None:
         self.bundle, self.scorer = bundle, scorer
-        self.episodes = ShadowEpisodes(bundle.threshold, bundle.episode_policy, bundle.warning)
+        self.episodes = ShadowEpisodes(
+            bundle.threshold, bundle.episode_policy, bundle.warning, bundle.calibration
+        )
 
     @property
     def version(self) -> str:
@@ -127,8 +156,9 @@ class Shadow:
         scores = np.zeros(0)
         if len(raw):
             scores = self.scorer.score(self.bundle.scaler.transform(raw))[0]
-        events, breaks = self.episodes.follow(steps, scores)
-        return ShadowOutcome(self.version, scores, events, breaks)
+        thresholds = self.episodes.thresholds(steps, scores)
+        events, breaks = self.episodes.follow(steps, scores, thresholds)
+        return ShadowOutcome(self.version, scores, events, breaks, thresholds)
 
 
 Identity = tuple[int, int, int, int]

@@ -210,6 +210,20 @@ def _set(section: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]
     return lambda manifest: manifest[section].__setitem__(key, value)
 
 
+GOOD_ADAPTIVE = {
+    "edges": [0.0, 0.5, 1.0, 2.0],
+    "rate": 0.05,
+    "minutes": 60.0,
+    "min_weight": 10.0,
+    "fallback": None,
+    "prior": [4.0, 4.0, 2.0],
+}
+
+
+def _adaptive(**changes: Any) -> Edit:
+    return _manifest(_set("threshold", "adaptive", {**GOOD_ADAPTIVE, **changes}))
+
+
 BAD: dict[str, tuple[Edit, str]] = {
     "truncated-model": (_truncated, "does not load"),
     "empty-model": (_empty, "does not load"),
@@ -256,6 +270,15 @@ BAD: dict[str, tuple[Edit, str]] = {
         "gap",
     ),
     "clear-rows-zero": (_manifest(_set("episodes", "clear_rows", 0)), "clear_rows"),
+    "calibration-rate-above-one": (_adaptive(rate=2.0), "alert rate"),
+    "calibration-edges-decreasing": (_adaptive(edges=[0.0, 2.0, 1.0, 3.0]), "increasing"),
+    "calibration-edges-not-finite": (_adaptive(edges=[0.0, 1.0, 2.0, float("inf")]), "finite"),
+    "calibration-edges-nan": (_adaptive(edges=[0.0, float("nan"), 1.0, 2.0]), "edges"),
+    "calibration-prior-wrong-length": (_adaptive(prior=[1.0, 1.0]), "prior"),
+    "calibration-prior-negative": (_adaptive(prior=[1.0, -1.0, 1.0]), "prior"),
+    "calibration-period-zero": (_adaptive(minutes=0.0), "calibration period"),
+    "calibration-fallback-nan": (_adaptive(fallback=float("nan")), "fallback"),
+    "calibration-not-an-object": (_manifest(_set("threshold", "adaptive", [1, 2])), "invalid"),
     "model-wider-than-features": (_model_from(lambda m: m.wide), "features"),
     "model-output-narrower": (_model_from(lambda m: m.narrow_output), "autoencoder"),
     "model-without-time-axis": (_model_from(lambda m: m.flat), "autoencoder"),
@@ -440,6 +463,7 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 def test_a_manifest_spoiled_anywhere_is_refused_or_still_sound(models, tmp_path):
     folder = write_version(Registry(tmp_path / "registry"), "v1", models.good, THRESHOLD)
     good = json.loads((folder / "manifest.json").read_text())
+    good["threshold"]["adaptive"] = GOOD_ADAPTIVE
     places = [p for p in _paths(good) if p]
     tally: Counter[str] = Counter()
 
@@ -466,6 +490,10 @@ def test_a_manifest_spoiled_anywhere_is_refused_or_still_sound(models, tmp_path)
         assert bundle.lookback >= 1 and math.isfinite(bundle.threshold)
         assert bundle.spec.feature_names == SENSORS
         assert bundle.model_path.resolve().parent == folder.resolve()
+        calibration = bundle.calibration
+        if calibration is not None:
+            assert np.isfinite(calibration.edges).all() and 0 < calibration.rate < 1
+            assert calibration.prior is None or calibration.prior.shape == (calibration.bins,)
 
     check()
     print(f"\nspoiled manifests: {dict(tally)}")
