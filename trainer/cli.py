@@ -19,7 +19,7 @@ from trainer.models import MODEL_KINDS, ModelConfig
 from trainer.registry_cli import add_registry_command, run_registry
 from trainer.sources import add_archive_flags, archive_table, check_source
 from trainer.split import PROTOCOLS
-from trainer.threshold import OBJECTIVES
+from trainer.threshold import OBJECTIVES, THRESHOLD_MODES
 
 log = logging.getLogger("trainer")
 
@@ -211,6 +211,27 @@ def _fit_flags(flags: EnvFlags) -> None:
     flags.add(
         "--target-fpr", type=float, default=0.05, help="row false-positive rate (objective fpr)"
     )
+    flags.add(
+        "--threshold",
+        dest="threshold_mode",
+        default="adaptive",
+        choices=THRESHOLD_MODES,
+        help="adaptive (the default, best in the walk-forward backtest): each machine's "
+        "threshold follows its own recent scores at a target alert rate chosen on validation "
+        "for the budget; fixed: one value chosen on validation by --objective",
+    )
+    flags.add(
+        "--calibration-minutes",
+        type=float,
+        default=1440.0,
+        help="trailing period (time constant) of the adaptive threshold's score history",
+    )
+    flags.add(
+        "--evidence",
+        type=Path,
+        help="backtest.json of a 'trainer backtest' run to put in the model card (default: "
+        "the walk-forward table of the dev data that chose the default method)",
+    )
     flags.add("--epochs", type=int, default=200, help="most epochs (early stopping ends sooner)")
     flags.add("--patience", type=int, default=10, help="epochs without improvement before stop")
     flags.add(
@@ -339,6 +360,9 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
         objective=args.objective,
         budget=args.budget,
         target_fpr=args.target_fpr,
+        threshold_mode=args.threshold_mode,
+        calibration_minutes=args.calibration_minutes,
+        evidence=args.evidence,
         min_lead=args.min_lead,
         max_lead=args.max_lead,
         clear_rows=args.clear_rows,
@@ -420,6 +444,15 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return {**{k: figures.get(k) for k in JSON_KEYS}, "evaluation": figures}
 
 
+def _threshold_text(threshold: Any) -> str:
+    if isinstance(threshold, dict):
+        return (
+            f"per machine, adaptive: median {threshold.get('median')}, 5-95% "
+            f"{threshold.get('p5')} to {threshold.get('p95')}"
+        )
+    return str(threshold)
+
+
 def _print_figures(out: Mapping[str, Any]) -> None:
     figures = out.get("test") or out.get("evaluation") or {}
     print(f"rows judged:                {figures.get('rows')}")
@@ -435,7 +468,7 @@ def _print_figures(out: Mapping[str, Any]) -> None:
     print(f"false-alarm episodes/day:   {figures.get('false_alarm_episodes_per_day')}")
     print(
         f"row recall / FPR:           {figures.get('recall')} / {figures.get('fpr')} "
-        f"at threshold {figures.get('threshold')}"
+        f"at threshold {_threshold_text(figures.get('threshold'))}"
     )
     seeds = out.get("over_seeds")
     if seeds and len(seeds["seeds"]) > 1:

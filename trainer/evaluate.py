@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer.calibrate import Calibration, thresholds_table
 from streamer.episodes import EpisodePolicy, episode_starts
 from streamer.events import MINUTES_PER_DAY, EventResult, event_metrics
 from streamer.features import Scaler
@@ -38,6 +39,7 @@ class Judgement:
     scores: np.ndarray
     times: np.ndarray
     break_times: np.ndarray
+    thresholds: np.ndarray | None = None  # per judged row, where the threshold adapts
 
 
 def next_break_of_row(prepared: Prepared) -> np.ndarray:
@@ -55,28 +57,52 @@ def next_break_of_row(prepared: Prepared) -> np.ndarray:
     return result
 
 
+def row_thresholds(
+    calibration: Calibration | None,
+    threshold: float,
+    prepared: Prepared,
+    scores: np.ndarray,
+    live: np.ndarray | None = None,
+) -> float | np.ndarray:
+    """The threshold each row meets in the streamer: the fixed one, or, with a
+    ``calibration``, its machine's adaptive one as of that row, starting from the prior at
+    the first ``live`` row (all rows by default), as in a streamer that took the bundle then.
+    """
+    if calibration is None:
+        return threshold
+    on = scores if live is None else np.where(live, scores, np.nan)
+    return thresholds_table(calibration, on, prepared.times, prepared.groups)
+
+
 def judge(
     prepared: Prepared,
     scores: np.ndarray,
     mask: np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
     policy: EpisodePolicy,
     min_lead: float = 2.0,
     max_lead: float = 20.0,
     intervals: bool = True,
 ) -> Judgement:
-    """Row- and event-level figures for the rows in ``mask`` that have a score."""
+    """Row- and event-level figures for the rows in ``mask`` that have a score.
+
+    ``threshold`` is one value, or one per prepared row (an adaptive threshold); ranking
+    figures (ROC and PR AUC) are of the scores either way.
+    """
     judged = np.asarray(mask, dtype=bool) & np.isfinite(scores)
     idx = np.flatnonzero(judged)
     labels, values = prepared.labels[idx], scores[idx]
+    limit: float | np.ndarray = threshold
+    if isinstance(threshold, np.ndarray):
+        limit = threshold[idx]
     in_range = breaks_in_range(prepared, idx)
-    events = event_result(prepared, idx, values, threshold, policy, in_range, min_lead, max_lead)
-    rows = row_metrics(labels, values, threshold)
+    events = event_result(prepared, idx, values, limit, policy, in_range, min_lead, max_lead)
+    rows = row_metrics(labels, values, limit)
     figures: dict[str, Any] = {
         "rows": len(idx),
         "positive_rows": int(labels.sum()),
         "days": round(events.days, 3),
-        "threshold": threshold,
+        "threshold": _threshold_figure(limit),
         **rows,
         "breaks": events.breaks,
         "breaks_warned": int(events.warned.sum()),
@@ -93,15 +119,31 @@ def judge(
         figures["median_lead_ci"] = bootstrap_ci(warned_leads, np.median)
         figures["roc_auc_ci"] = roc_auc_event_ci(labels, values, next_break_of_row(prepared)[idx])
     return Judgement(
-        _clean(figures), events, labels, values, prepared.times[idx], prepared.break_times[in_range]
+        _clean(figures),
+        events,
+        labels,
+        values,
+        prepared.times[idx],
+        prepared.break_times[in_range],
+        limit if isinstance(limit, np.ndarray) else None,
     )
+
+
+def _threshold_figure(limit: float | np.ndarray) -> float | dict[str, Any]:
+    """The fixed threshold, or the spread of the adaptive one over the judged rows."""
+    if not isinstance(limit, np.ndarray):
+        return limit
+    if not len(limit):
+        return {"adaptive": True}
+    low, median, high = np.quantile(limit, [0.05, 0.5, 0.95])
+    return {"adaptive": True, "p5": low, "median": median, "p95": high}
 
 
 def event_result(
     prepared: Prepared,
     idx: np.ndarray,
     values: np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
     policy: EpisodePolicy,
     in_range: np.ndarray,
     min_lead: float,

@@ -14,7 +14,7 @@ from streamer.errors import BundleError, DataError
 from streamer.labels import Horizon
 from streamer.scoring import Scorer
 from trainer.data import MACHINE, TIME, DataOptions, Table, read_table
-from trainer.evaluate import Judgement, judge, score_rows
+from trainer.evaluate import Judgement, judge, row_thresholds, score_rows
 from trainer.prepare import Prepared, prepare
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ def evaluate(
         bundle, table, options.label_mode, start, min_lead, max_lead
     )
     if scores_out is not None:
-        write_scores(scores_out, table, prepared, scores, mask, bundle.threshold)
+        limits = row_thresholds(bundle.calibration, bundle.threshold, prepared, scores, mask)
+        write_scores(scores_out, table, prepared, scores, mask, limits)
     return {**judged.figures, "bundle": str(folder), "model_version": bundle.version}
 
 
@@ -52,7 +53,11 @@ def judge_table(
     max_lead: float,
     intervals: bool = True,
 ) -> tuple[Judgement, Prepared, np.ndarray, np.ndarray]:
-    """Score ``table`` with ``bundle`` as the streamer would, and judge rows from a time on."""
+    """Score ``table`` with ``bundle`` as the streamer would, and judge rows from a time on.
+
+    An adaptive threshold starts from the bundle's prior at ``from_minutes`` (the first row
+    if None), as in a streamer that took the bundle then; earlier rows only fill windows.
+    """
     check_sensors(bundle, table)
     prepared = prepare(
         table,
@@ -70,7 +75,8 @@ def judge_table(
         if not mask.any():
             raise DataError(f"no rows at or after {_iso(from_minutes)} to judge")
     policy = bundle.episode_policy
-    judged = judge(prepared, scores, mask, bundle.threshold, policy, min_lead, max_lead, intervals)
+    limits = row_thresholds(bundle.calibration, bundle.threshold, prepared, scores, mask)
+    judged = judge(prepared, scores, mask, limits, policy, min_lead, max_lead, intervals)
     return judged, prepared, scores, mask
 
 
@@ -90,7 +96,7 @@ def write_scores(
     prepared: Prepared,
     scores: np.ndarray,
     mask: np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
 ) -> None:
     """One CSV row per judged row: time, machine, score, threshold, alert flag and label."""
     rows = table.frame.iloc[prepared.source_index]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -16,14 +17,17 @@ from typing import Any
 import numpy as np
 
 from streamer.bundle import FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, REPORT_DIR, Registry
+from streamer.calibrate import reference_prior
 from streamer.episodes import EpisodePolicy
 from streamer.errors import DataError
 from streamer.features import FeatureSpec, Scaler
 from streamer.labels import Horizon
 from streamer.scoring import Scorer
 from streamer.windows import make_windows
+from trainer.adaptive import AdaptiveChoice, choose_calibration
+from trainer.card import CARD_FILE, load_evidence, model_card
 from trainer.data import DataOptions, Table, read_table
-from trainer.evaluate import Judgement, judge
+from trainer.evaluate import Judgement, judge, row_thresholds
 from trainer.guard import Judging, Verdict, check
 from trainer.models import ModelConfig, fit_model
 from trainer.prepare import Prepared, feature_spec, prepare
@@ -33,6 +37,12 @@ from trainer.threshold import ThresholdChoice, choose_threshold
 
 log = logging.getLogger(__name__)
 
+ADAPTIVE_RULE = (
+    "each machine's threshold is the score its own rows exceeded at the target rate, read "
+    "from a histogram of its scores that forgets with the time constant 'minutes'; a "
+    "machine starts from 'prior' (the validation scores); the rate is the highest that kept "
+    "the validation days within the false-alarm budget"
+)
 SUMMARY_KEYS = (
     "roc_auc",
     "pr_auc",
@@ -65,6 +75,9 @@ class FitSettings:
     objective: str = "events"
     budget: float = 2.0
     target_fpr: float = 0.05
+    threshold_mode: str = "adaptive"
+    calibration_minutes: float = 1440.0
+    evidence: Path | None = None
     min_lead: float = 2.0
     max_lead: float = 20.0
     clear_rows: int = 3
@@ -86,6 +99,7 @@ class SeedRun:
     threshold: ThresholdChoice
     validation: Judgement
     test: Judgement
+    adaptive: AdaptiveChoice | None = None
 
 
 @dataclass
@@ -140,6 +154,7 @@ def fit(
     seeds = _seed_summary(runs)
     version = _version_name(settings.model.kind)
     registry = Registry(settings.registry)
+    evidence = load_evidence(settings.evidence)
     manifest = _manifest(settings, table, spec, scaler, prepared, best, split_info, version, seeds)
     verdicts: list[Verdict] = []
 
@@ -154,6 +169,7 @@ def fit(
         from trainer.report import write_report  # noqa: PLC0415  (matplotlib only here)
 
         write_report(folder / REPORT_DIR, manifest, best.history, best.validation, best.test)
+        (folder / CARD_FILE).write_text(model_card(manifest, evidence), encoding="utf-8")
 
     folder = registry.write(version, fill)
     verdict = verdicts[0].to_dict() if verdicts else None
@@ -259,15 +275,59 @@ def _run_seed(
         settings.min_lead,
         settings.max_lead,
     )
-    common = (choice.value, policy, settings.min_lead, settings.max_lead)
-    validation = judge(prepared, scores, row_set == VALIDATION, *common, intervals=False)
-    test = judge(prepared, scores, row_set == TEST, *common)
+    val_limits: float | np.ndarray = choice.value
+    test_limits: float | np.ndarray = choice.value
+    adaptive = None
+    if settings.threshold_mode == "adaptive":
+        adaptive, val_limits, test_limits = _adapt(settings, prepared, scores, row_set, choice)
+        say(f"seed {seed}: adaptive threshold at {adaptive.describe()}")
+    leads = (settings.min_lead, settings.max_lead)
+    validation = judge(
+        prepared, scores, row_set == VALIDATION, val_limits, policy, *leads, intervals=False
+    )
+    test = judge(prepared, scores, row_set == TEST, test_limits, policy, *leads)
     figures = test.figures
     say(
         f"seed {seed}: test ROC AUC {figures['roc_auc']}, event recall "
         f"{figures['event_recall']}, false alarms/day {figures['false_alarm_episodes_per_day']}"
     )
-    return SeedRun(seed, model, history, choice, validation, test)
+    return SeedRun(seed, model, history, choice, validation, test, adaptive)
+
+
+def _adapt(
+    settings: FitSettings,
+    prepared: Prepared,
+    scores: np.ndarray,
+    row_set: np.ndarray,
+    choice: ThresholdChoice,
+) -> tuple[AdaptiveChoice, np.ndarray, np.ndarray]:
+    """The adaptive threshold: its target rate chosen on validation (the threshold running
+    through the validation days into the test days, as in the backtest), and a prior so a
+    streamer has it from a machine's first row; test rows are judged as such a streamer
+    would meet them, from the prior on. Returns the choice and per-row thresholds."""
+    val, test = row_set == VALIDATION, row_set == TEST
+    found = choose_calibration(
+        prepared,
+        scores,
+        val,
+        val | test,
+        EpisodePolicy(settings.clear_rows),
+        settings.budget,
+        choice.value,
+        settings.calibration_minutes,
+        "rate",
+        (settings.min_lead, settings.max_lead),
+    )
+    # A machine's history holds about this many rows' weight once it is full.
+    weight = settings.calibration_minutes / prepared.interval_minutes
+    calibration = dataclasses.replace(
+        found.calibration,
+        prior=reference_prior(found.calibration.edges, scores[val & np.isfinite(scores)], weight),
+    )
+    adaptive = dataclasses.replace(found, calibration=calibration)
+    val_limits = scores - found.margins
+    test_limits = row_thresholds(calibration, choice.value, prepared, scores, test)
+    return adaptive, val_limits, np.asarray(test_limits)
 
 
 def _seed_summary(runs: list[SeedRun]) -> dict[str, Any]:
@@ -297,6 +357,19 @@ def _library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     return out
+
+
+def _threshold_section(run: SeedRun) -> dict[str, Any]:
+    section = run.threshold.to_dict()
+    if run.adaptive is not None:
+        section["value_role"] = "fallback while a machine has too few scores"
+        section["adaptive"] = {
+            **run.adaptive.calibration.to_dict(),
+            "chosen": run.adaptive.describe(),
+            "met_budget_on_validation": run.adaptive.met_budget,
+            "rule": ADAPTIVE_RULE,
+        }
+    return section
 
 
 def _manifest(
@@ -342,7 +415,7 @@ def _manifest(
             "horizon_rows": settings.horizon.rows,
         },
         "scaler": {**scaler.to_dict(), "fitted_on": "training rows with label 0"},
-        "threshold": run.threshold.to_dict(),
+        "threshold": _threshold_section(run),
         "episodes": {"clear_rows": settings.clear_rows},
         "evaluation": {
             "min_lead_minutes": settings.min_lead,

@@ -11,8 +11,11 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
-def row_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """ROC and PR AUC, and the confusion matrix, recall, precision and FPR at ``threshold``."""
+def row_metrics(
+    labels: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray
+) -> dict[str, float]:
+    """ROC and PR AUC, and the confusion matrix, recall, precision and FPR at ``threshold``
+    (one value, or one per row)."""
     labels = np.asarray(labels).astype(bool)
     predicted = np.asarray(scores) >= threshold
     tp = int(np.sum(predicted & labels))

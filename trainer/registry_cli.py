@@ -122,6 +122,16 @@ def _table(rows: list[dict[str, Any]], registry: Registry) -> str:
     return "\n".join(lines)
 
 
+def _threshold(section: Mapping[str, Any]) -> str:
+    adaptive = section.get("adaptive")
+    if isinstance(adaptive, Mapping):
+        return (
+            f"adaptive per machine, rate {adaptive.get('rate')} over {adaptive.get('minutes')} "
+            f"minutes (fallback {section.get('value')})"
+        )
+    return str(section.get("value"))
+
+
 def _show(manifest: Mapping[str, Any], decisions: list[dict[str, Any]]) -> str:
     test = manifest.get("metrics", {}).get("test", {})
     data = manifest.get("data", {})
@@ -133,7 +143,7 @@ def _show(manifest: Mapping[str, Any], decisions: list[dict[str, Any]]) -> str:
         f"test:      {test.get('breaks_warned')} of {test.get('breaks')} breaks warned, "
         f"{test.get('false_alarm_episodes_per_day')} false alarms/day, "
         f"ROC AUC {test.get('roc_auc')}",
-        f"threshold: {manifest.get('threshold', {}).get('value')}",
+        f"threshold: {_threshold(manifest.get('threshold', {}))}",
     ]
     for record in decisions:
         lines.append(

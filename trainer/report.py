@@ -1,4 +1,4 @@
-"""The evaluation report inside a bundle: plots and a readable summary."""
+"""The evaluation plots inside a bundle (the model card beside them reads them out)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def write_report(
     validation: Judgement,
     test: Judgement,
 ) -> None:
-    """Write the PNG plots and ``summary.md`` into ``folder``."""
+    """Write the PNG plots into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     threshold = float(manifest["threshold"]["value"])
     plots = {
@@ -44,7 +44,6 @@ def write_report(
         fig.tight_layout()
         fig.savefig(folder / name, dpi=90)
         plt.close(fig)
-    (folder / "summary.md").write_text(summary_markdown(manifest), encoding="utf-8")
 
 
 def _loss(ax: Any, history: Mapping[str, list[float]]) -> None:
@@ -92,7 +91,7 @@ def _errors(ax: Any, judged: Judgement, threshold: float) -> None:
             label=name,
             alpha=0.6,
         )
-    ax.axhline(threshold, color="black", linestyle="--", label="threshold")
+    _threshold_line(ax, judged, threshold, order)
     ax.set(
         xlabel="test row",
         ylabel="reconstruction error",
@@ -132,7 +131,7 @@ def _confusion(ax: Any, figures: Mapping[str, Any]) -> None:
 def _timeline(ax: Any, judged: Judgement, threshold: float) -> None:
     hours = (judged.times - judged.times.min()) / 60.0 if judged.times.size else judged.times
     ax.plot(hours, judged.scores, linewidth=0.6, label="score")
-    ax.axhline(threshold, color="black", linestyle="--", label="threshold")
+    _threshold_line(ax, judged, threshold, hours)
     if judged.times.size:
         for tb in (judged.break_times - judged.times.min()) / 60.0:
             ax.axvline(tb, color="red", alpha=0.5, linewidth=0.8)
@@ -145,84 +144,9 @@ def _timeline(ax: Any, judged: Judgement, threshold: float) -> None:
     ax.legend(loc="upper right")
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return f"[{_fmt(value[0], digits)}, {_fmt(value[1], digits)}]"
-    return str(value)
-
-
-def summary_markdown(manifest: Mapping[str, Any]) -> str:
-    """A page an engineer reads first: what was trained on what, and how well it warns."""
-    test = manifest["metrics"]["test"]
-    seeds = manifest["metrics"]["over_seeds"]
-    thr = manifest["threshold"]
-    data = manifest["data"]
-    lines = [
-        f"# Model {manifest['version']}",
-        "",
-        f"- Model: {manifest['model']['kind']} autoencoder, units {manifest['model']['units']}, "
-        f"{manifest['model']['parameters']:,} parameters, lookback "
-        f"{manifest['preprocessing']['lookback']}, horizon {manifest['labels']['horizon_minutes']}"
-        " minutes.",
-        f"- Data: {data['rows']:,} rows, {data['machines']} machine(s), {data['from']} to "
-        f"{data['to']}, {data['breaks']} breaks; split: "
-        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data["split"].items())
-        + ".",
-        f"- Threshold {thr['value']:.5g}, chosen on validation by '{thr['objective']}': "
-        f"{thr['rule']} ({thr['params']}); achieved {thr['achieved_on_validation']}.",
-        "",
-        "## Test set",
-        "",
-        "| figure | value | 95% interval |",
-        "|---|---|---|",
-        f"| ROC AUC | {_fmt(test['roc_auc'])} | {_fmt(test.get('roc_auc_ci'))} |",
-        f"| PR AUC | {_fmt(test['pr_auc'])} | |",
-        f"| breaks warned 2-20 min ahead | {test['breaks_warned']} of {test['breaks']} "
-        f"({_fmt(test['event_recall'])}) | {_fmt(test.get('event_recall_ci'))} |",
-        f"| median lead (minutes) | {_fmt(test['median_lead_minutes'], 1)} | "
-        f"{_fmt(test.get('median_lead_ci'), 1)} |",
-        f"| false-alarm episodes per day | {_fmt(test['false_alarm_episodes_per_day'], 2)} "
-        f"({test['false_alarm_episodes']} in {test['days']} days) | |",
-        f"| row recall / FPR at threshold | {_fmt(test['recall'])} / {_fmt(test['fpr'])} | |",
-        f"| confusion (tn, fp, fn, tp) | {test['tn']}, {test['fp']}, {test['fn']}, "
-        f"{test['tp']} | |",
-        "",
-        f"Over seeds {seeds['seeds']}: ROC AUC mean {_fmt(seeds['roc_auc']['mean'])}, "
-        f"sd {_fmt(seeds['roc_auc']['sd'])}; event recall mean "
-        f"{_fmt(seeds['event_recall']['mean'])}.",
-        "",
-        "Plots: loss.png, threshold.png, errors.png, roc_pr.png, confusion.png, timeline.png.",
-        "",
-        *_promotion_lines(manifest.get("promotion_check")),
-    ]
-    return "\n".join(lines)
-
-
-def _promotion_lines(check: Mapping[str, Any] | None) -> list[str]:
-    """The guard's comparison with the bundle that was current when this one was trained."""
-    if not check:
-        return []
-    figures = check["figures"]
-    lines = [
-        "## Promotion check",
-        "",
-        f"{'Accepted' if check['accepted'] else 'Refused'}: {check['reason']}.",
-        f"Rule: {check['rule']}.",
-    ]
-    if figures:
-        held = check["held_out"]
-        lines += [
-            "",
-            f"Held-out rows from {held['from']} to {held['to']}:",
-            "",
-            f"| figure | this bundle | current ({check['compared_with']}) |",
-            "|---|---|---|",
-        ]
-        current = figures.get("current") or {}
-        for key, value in figures["candidate"].items():
-            lines.append(f"| {key.replace('_', ' ')} | {_fmt(value)} | {_fmt(current.get(key))} |")
-    return [*lines, ""]
+def _threshold_line(ax: Any, judged: Judgement, threshold: float, x: np.ndarray) -> None:
+    """The fixed threshold, or the adaptive one row by row."""
+    if judged.thresholds is None:
+        ax.axhline(threshold, color="black", linestyle="--", label="threshold")
+    else:
+        ax.plot(x, judged.thresholds, color="black", linewidth=0.8, label="adaptive threshold")

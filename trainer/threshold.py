@@ -12,6 +12,7 @@ from trainer.evaluate import breaks_in_range, event_result
 from trainer.metrics import row_metrics
 from trainer.prepare import Prepared
 
+THRESHOLD_MODES = ("adaptive", "fixed")
 OBJECTIVES = {
     "events": "most breaks warned with at most BUDGET false-alarm episodes per day",
     "f1": "highest row-level F1 of the shifted labels",

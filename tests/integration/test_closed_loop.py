@@ -38,7 +38,7 @@ START = "2026-03-01T00:00:00Z"
 FIT = ["fit", "--model", "pca", "--no-progress", "--promote", "--json"]
 # A threshold at the median score: episodes run for hours and open too early to warn, so
 # such a candidate warns no break and raises many false alarms (a worse model, reliably).
-NOISY = ["--objective", "fpr", "--target-fpr", "0.5"]
+NOISY = ["--threshold", "fixed", "--objective", "fpr", "--target-fpr", "0.5"]
 
 
 def _history(params):

@@ -1,7 +1,8 @@
 """The dev file replayed through a broker scores exactly as ``trainer evaluate`` scores it.
 
-Training and serving share one preprocessing; this is the proof on real data: every row
-both sides score gets the same score, and both sides score the same rows.
+Training and serving share one preprocessing and one adaptive threshold; this is the proof
+on real data: every row both sides score gets the same score and the same threshold, and
+both sides score the same rows.
 """
 
 import contextlib
@@ -32,15 +33,18 @@ def _trainer(*args):
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """(machine, row time in ms) -> score of every row the streamer scores."""
-    scores: dict[tuple[str, int], float] = {}
+    """(machine, row time in ms) -> (score, threshold) of every row the streamer scores."""
+    scores: dict[tuple[str, int], tuple[float, float]] = {}
     real = streamer.runner.process
 
     def recording(model, windows, messages, *args, **kwargs):
         outcome = real(model, windows, messages, *args, **kwargs)
         for position, index in enumerate(outcome.scored):
             row = json.loads(messages[index].value())
-            scores[row["machine_id"], int(row["ts"])] = float(outcome.scores[position])
+            scores[row["machine_id"], int(row["ts"])] = (
+                float(outcome.scores[position]),
+                float(outcome.thresholds[position]),
+            )
         return outcome
 
     monkeypatch.setattr(streamer.runner, "process", recording)
@@ -62,7 +66,8 @@ def test_streamer_scores_the_dev_file_as_trainer_evaluate_does(
     )  # fmt: skip
     judged = pd.read_csv(scores_csv).dropna(subset=["score"])  # rows without a full window
     stamps = pd.to_datetime(judged["time"], utc=True).to_numpy(dtype="datetime64[ms]")
-    expected = dict(zip(stamps.astype(np.int64).tolist(), judged["score"].tolist(), strict=True))
+    pairs = zip(judged["score"].tolist(), judged["threshold"].tolist(), strict=True)
+    expected = dict(zip(stamps.astype(np.int64).tolist(), pairs, strict=True))
 
     rows = list(replay_rows(dev_csv, MACHINE))
     settings = settings_for(kafka_bootstrap, registry, unique_name, "dev")
@@ -87,5 +92,15 @@ def test_streamer_scores_the_dev_file_as_trainer_evaluate_does(
     assert set(served) == set(expected)
     ours = np.array([served[ts] for ts in both])
     theirs = np.array([expected[ts] for ts in both])
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
-    print(f"dev replay: largest score difference {np.max(np.abs(ours - theirs)):.3g}")
+    np.testing.assert_allclose(ours[:, 0], theirs[:, 0], rtol=1e-4, atol=1e-6)
+    # The bundle carries the adaptive threshold (fit's default): the streamer's per-machine
+    # history gives each row the threshold the trainer's table gives it.
+    assert np.ptp(theirs[:, 1]) > 0
+    np.testing.assert_allclose(ours[:, 1], theirs[:, 1], rtol=1e-4, atol=1e-6)
+    alerts = ours[:, 0] >= ours[:, 1]
+    assert np.array_equal(alerts, theirs[:, 0] >= theirs[:, 1])
+    print(
+        f"dev replay: largest score difference {np.max(np.abs(ours[:, 0] - theirs[:, 0])):.3g}, "
+        f"threshold difference {np.max(np.abs(ours[:, 1] - theirs[:, 1])):.3g}; "
+        f"{int(alerts.sum())} alert rows on both sides"
+    )

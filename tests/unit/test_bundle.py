@@ -46,6 +46,10 @@ def test_fit_writes_a_complete_bundle_and_makes_it_current(trained):
     assert manifest["features"]["feature_names"] == [f"x{i}" for i in range(1, 7)]
     assert manifest["features"]["categoricals"] == {"grade": [3.0, 7.0]}
     assert manifest["threshold"]["objective"] == "events"
+    adaptive = manifest["threshold"]["adaptive"]  # the default: a per-machine threshold
+    assert 0 < adaptive["rate"] < 1 and adaptive["minutes"] == 1440
+    assert len(adaptive["prior"]) == len(adaptive["edges"]) - 1
+    assert load_bundle(result.bundle).calibration is not None
     assert manifest["preprocessing"]["lookback"] == 5
     report = result.bundle / "report"
     for name in (
@@ -55,9 +59,12 @@ def test_fit_writes_a_complete_bundle_and_makes_it_current(trained):
         "roc_pr.png",
         "confusion.png",
         "timeline.png",
-        "summary.md",
     ):
         assert (report / name).stat().st_size > 0
+    card = (result.bundle / "MODEL_CARD.md").read_text()
+    for heading in ("Why this method", "What to expect", "Known failure modes"):
+        assert f"## {heading}" in card
+    assert "| **lstm-at** |" in card  # the walk-forward table, this bundle's row marked
     assert not [p for p in settings.registry.iterdir() if p.name.startswith(".")]
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 SAMPLE = ["--sample", "--sample-days", "4", "--sample-machines", "2", "--seed", "0"]
 FIT = ["fit", *SAMPLE, "--model", "pca", "--no-progress", "--promote", "--json"]
 # A threshold at the median score: alerts run for hours, so they open too early to warn.
-NOISY = ["--objective", "fpr", "--target-fpr", "0.5"]
+NOISY = ["--threshold", "fixed", "--objective", "fpr", "--target-fpr", "0.5"]
 
 
 def run(*args):
@@ -68,7 +68,7 @@ def test_a_better_candidate_is_promoted_with_both_figures_recorded(history):
     manifest = json.loads((registry / current / "manifest.json").read_text())
     assert manifest["promotion_check"]["accepted"] is True
     assert manifest["promotion_check"]["figures"] == decision["figures"]
-    assert "## Promotion check" in (registry / current / "report" / "summary.md").read_text()
+    assert "## Promotion check" in (registry / current / "MODEL_CARD.md").read_text()
 
 
 def test_a_worse_candidate_is_refused_and_current_is_kept(history):
@@ -78,7 +78,9 @@ def test_a_worse_candidate_is_refused_and_current_is_kept(history):
     assert code == 3
     assert decision["outcome"] == "refused" and not result["promoted"]
     assert current == steps[1][1]["version"] == decision["current"] == decision["previous"]
-    assert "warns fewer breaks" in decision["reason"]
+    mine, theirs = decision["figures"]["candidate"], decision["figures"]["current"]
+    assert mine["false_alarm_episodes_per_day"] > theirs["false_alarm_episodes_per_day"]
+    assert decision["reason"] == compare(mine, theirs, 2.0)  # the guard's own words
     assert (registry / result["version"] / "model.keras").is_file()
     manifest = json.loads((registry / result["version"] / "manifest.json").read_text())
     assert manifest["promotion_check"]["accepted"] is False
