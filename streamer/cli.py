@@ -108,6 +108,18 @@ def _stream_flags(flags: EnvFlags) -> None:
     flags.add("--topic", default="sensors", help="sensor rows topic")
     flags.add("--alerts-topic", default="breaks", help="alerts topic")
     flags.add("--dlq-topic", default="sensors.dlq", help="dead-letter topic")
+    flags.add(
+        "--state-topic",
+        default="sensors.state",
+        help="compacted topic of each machine's adaptive-threshold state (created with the "
+        "rows topic's partitions if missing), so a rebuilt streamer resumes it exactly",
+    )
+    flags.add(
+        "--checkpoint-minutes",
+        type=float,
+        default=30.0,
+        help="write a machine's adaptive-threshold state after this many minutes of its rows",
+    )
     flags.add("--group-id", default="sheetbreak-streamer", help="consumer group")
     flags.add(
         "--instance-id",
@@ -229,6 +241,8 @@ def streamer_settings(args: argparse.Namespace, kafka: KafkaSettings) -> Streame
         topic=args.topic,
         alerts_topic=args.alerts_topic,
         dlq_topic=args.dlq_topic,
+        state_topic=args.state_topic,
+        checkpoint_minutes=args.checkpoint_minutes,
         group_id=args.group_id,
         transactions=not args.no_transactions,
         max_batch=args.max_batch,

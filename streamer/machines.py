@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamer.calibrate import CalibrationState
+from streamer.checkpoint import Checkpoint
 from streamer.episodes import EpisodeState
 from streamer.features import FeatureSpec
 from streamer.rows import INCOMPATIBLE_SENSORS, NON_FINITE, OUT_OF_ORDER, Row, RowRejected
@@ -52,6 +53,8 @@ class Machine:
     openings: tuple[int, ...] = ()  # recent episode starts, to judge a break's lead time
     calibration: CalibrationState | None = None  # its adaptive threshold's recent scores
     threshold: float = float("nan")  # the threshold its latest scored row met
+    calibrated_through: int = -1  # resumed from a checkpoint: its rows up to here are in it
+    checkpointed: float = float("nan")  # minutes of its latest checkpoint (or first score)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,12 @@ class MachineWindows:
         self.spec, self.lookback, self.quality = spec, lookback, quality
         self.width = len(spec.feature_names)
         self.machines: dict[str, Machine] = {}
+        self.resumed: dict[str, tuple[int, Checkpoint]] = {}  # taken up at first sight
+
+    def resume(self, partition: int, checkpoints: dict[str, Checkpoint]) -> None:
+        """Machines of ``partition`` start from these states when they next appear."""
+        for machine, checkpoint in checkpoints.items():
+            self.resumed[machine] = (partition, checkpoint)
 
     def __len__(self) -> int:
         return len(self.machines)
@@ -85,6 +94,12 @@ class MachineWindows:
                 seen_ts=np.full(self.width, -1, np.int64),
             )
             self.machines[machine_id] = machine
+            resumed = self.resumed.pop(machine_id, None)
+            if resumed is not None:
+                checkpoint = resumed[1]
+                machine.calibration = checkpoint.state
+                machine.calibrated_through = checkpoint.offset
+                machine.checkpointed = checkpoint.state.last_minutes
         machine.partition = partition
         return machine
 
@@ -198,6 +213,8 @@ class MachineWindows:
         gone = [m for m, state in self.machines.items() if state.partition in partitions]
         for machine_id in gone:
             del self.machines[machine_id]
+        for machine_id in [m for m, (p, _) in self.resumed.items() if p in partitions]:
+            del self.resumed[machine_id]
         return len(gone)
 
     def evict_idle(self, now_ts_ms: int, idle_ms: int) -> int:

@@ -58,6 +58,7 @@ class BatchOutcome:
     scored: list[int] = field(default_factory=list)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    machines: list[str] = field(default_factory=list)  # of each scored row (adaptive only)
     unscored: Counter[str] = field(default_factory=Counter)
     breaks: list[Verdict] = field(default_factory=list)
     seconds: float = 0.0
@@ -104,7 +105,7 @@ def process(
             out.unscored[obs.kind] += 1
     out.dead = [(index, exc.reason, str(exc)) for index, exc in sorted(failed.items())]
     raw = batch[: len(out.scored)]
-    _score_and_alert(model, windows, raw, steps, now_ms, out)
+    _score_and_alert(model, windows, raw, steps, now_ms, out, messages)
     if shadow is not None:
         out.shadow = shadow.run(raw, steps)
     return out
@@ -117,6 +118,7 @@ def _score_and_alert(
     steps: list[Step],
     now_ms: int,
     out: BatchOutcome,
+    messages: list[Any],
 ) -> None:
     bundle = model.bundle
     errors = recon = raw[:, -1, :]
@@ -124,7 +126,7 @@ def _score_and_alert(
         started = time.perf_counter()
         out.scores, errors, recon = model.scorer.score(bundle.scaler.transform(raw))
         out.seconds = time.perf_counter() - started
-    out.thresholds = _thresholds(bundle, windows, steps, out.scores)
+    out.thresholds = _thresholds(bundle, windows, steps, out, messages)
     limits = out.thresholds.tolist()
     alerting = (np.asarray(out.scores, np.float64) >= out.thresholds).tolist()
     for step in steps:
@@ -174,23 +176,39 @@ def _score_and_alert(
 
 
 def _thresholds(
-    bundle: Bundle, windows: MachineWindows, steps: list[Step], scores: np.ndarray
+    bundle: Bundle,
+    windows: MachineWindows,
+    steps: list[Step],
+    out: BatchOutcome,
+    messages: list[Any],
 ) -> np.ndarray:
-    """Each scored row's threshold: the bundle's own, or its machine's adaptive one."""
+    """Each scored row's threshold: the bundle's own, or its machine's adaptive one.
+
+    A machine resumed from a checkpoint already holds its rows up to the checkpoint's
+    offset (a rebuild replays some of them): those leave its histogram as it is.
+    """
     calibration = bundle.calibration
     if calibration is None:
-        return np.full(len(scores), bundle.threshold)
+        return np.full(len(out.scores), bundle.threshold)
     keys, minutes = scored_rows(steps)
+    out.machines = keys
     machines = windows.machines
+    scores = np.asarray(out.scores, np.float64)
     states: dict[str, CalibrationState] = {}
-    for key in keys:
-        state = machines[key].calibration
-        if state is not None:
-            states[key] = state
-    out = calibrate_many(calibration, states, keys, np.asarray(scores, np.float64), minutes)
+    for k, key in enumerate(keys):
+        machine = machines[key]
+        if machine.calibrated_through >= 0:
+            if messages[out.scored[k]].offset() <= machine.calibrated_through:
+                scores = scores.copy() if scores is out.scores else scores
+                scores[k] = math.nan
+            else:
+                machine.calibrated_through = -1
+        if machine.calibration is not None:
+            states[key] = machine.calibration
+    thresholds = calibrate_many(calibration, states, keys, scores, minutes)
     for key, state in states.items():
         machines[key].calibration = state
-    return out
+    return thresholds
 
 
 def _last_threshold(threshold: float, bundle: Bundle) -> float:

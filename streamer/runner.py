@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streamer import kafka_io
 from streamer.bundle import Registry
+from streamer.checkpoint import Checkpoint
+from streamer.checkpoint import encode as encode_checkpoint
+from streamer.checkpoint import newest as newest_checkpoints
 from streamer.errors import BundleError
 from streamer.health import Health, HealthCollector
 from streamer.machines import DataQuality, MachineWindows
@@ -54,6 +58,7 @@ class Streamer:
         self._producer: Producer | None = None
         self._reader: Consumer | None = None
         self._stale: set[int] = set()
+        self._state_partitions: int | None = None  # of the state topic, once known
         self._row_seconds = 0.0  # the last batch's time per row, which bounds the next batch
         metrics.use_model(self.model.bundle.version, self.model.bundle.threshold)
         log.info(
@@ -166,14 +171,45 @@ class Streamer:
             self.shadow,
         )
         try:
-            self._publish(messages, outcome)
+            self._publish(messages, outcome, self._due_checkpoints(messages, outcome))
         except KafkaException as exc:
             self._recover(exc)
             return
         self._record(messages, outcome)
         self._row_seconds = (time.monotonic() - started) / len(messages)
 
-    def _publish(self, messages: list[Message], outcome: BatchOutcome) -> None:
+    def _due_checkpoints(
+        self, messages: list[Message], outcome: BatchOutcome
+    ) -> list[tuple[int, Checkpoint]]:
+        """The machines of this batch whose adaptive-threshold state is due to be written,
+        as of their last scored row in it."""
+        if not outcome.machines or not self._state_ready():
+            return []
+        last: dict[str, Message] = {}
+        for index, machine_id in zip(outcome.scored, outcome.machines, strict=True):
+            last[machine_id] = messages[index]
+        due = []
+        version, every = self.model.bundle.version, self.settings.checkpoint_minutes
+        for machine_id, message in last.items():
+            machine = self.windows.machines.get(machine_id)
+            state = machine.calibration if machine is not None else None
+            partition = message.partition() or 0
+            if machine is None or state is None or partition >= self._state_ready():
+                continue
+            if math.isnan(machine.checkpointed):
+                machine.checkpointed = state.last_minutes  # its clock starts
+            elif state.last_minutes - machine.checkpointed >= every:
+                machine.checkpointed = state.last_minutes
+                checkpoint = Checkpoint(machine_id, message.offset() or 0, version, state)
+                due.append((partition, checkpoint))
+        return due
+
+    def _publish(
+        self,
+        messages: list[Message],
+        outcome: BatchOutcome,
+        checkpoints: list[tuple[int, Checkpoint]],
+    ) -> None:
         settings, producer, consumer = self.settings, self._producer, self._consumer
         assert producer is not None and consumer is not None
         offsets = kafka_io.next_offsets(messages)
@@ -192,6 +228,13 @@ class Streamer:
             kafka_io.dead_letter(producer, settings.dlq_topic, message, reason, text)
         for alert in outcome.alerts:
             kafka_io.publish_alert(producer, settings.alerts_topic, alert)
+        for partition, checkpoint in checkpoints:
+            producer.produce(
+                settings.state_topic,
+                key=checkpoint.machine.encode(),
+                value=encode_checkpoint(checkpoint),
+                partition=partition,
+            )
         if settings.transactions:
             producer.send_offsets_to_transaction(
                 offsets, consumer.consumer_group_metadata(), _TIMEOUT
@@ -305,7 +348,8 @@ class Streamer:
         )
 
     def _replay(self, partition: int, end: int) -> None:
-        """Read back the rows just before ``end`` so windows and episodes are as they were."""
+        """Read back the rows just before ``end`` so windows and episodes are as they were,
+        and each machine's adaptive threshold resumes from its latest checkpoint."""
         if end <= 0:
             return
         reader = self._reader or kafka_io.reader(self.settings)
@@ -313,25 +357,79 @@ class Streamer:
         low, _ = reader.get_watermark_offsets(
             TopicPartition(self.settings.topic, partition), _TIMEOUT
         )
-        start = self._replay_start(reader, partition, low, end)
+        start, last_ts = self._replay_start(reader, partition, low, end)
+        checkpoints = self._checkpoints(reader, partition, end, last_ts)
+        if checkpoints:
+            # Each machine's rows after its checkpoint are replayed into its histogram.
+            start = max(low, min(start, min(c.offset for c in checkpoints.values()) + 1))
+            self.windows.resume(partition, checkpoints)
         messages = self._read(reader, partition, start, end)
         if messages:
             process(self.model, self.windows, messages, self.settings.max_row_bytes, 0, self.shadow)
         self.metrics.replayed.inc(len(messages))
         self.metrics.rows_unscored.labels("replay").inc(len(messages))
         log.info(
-            "partition %d: rebuilt windows from %d rows (offsets %d to %d)",
+            "partition %d: rebuilt windows from %d rows (offsets %d to %d), %d machines' "
+            "thresholds from checkpoints",
             partition,
             len(messages),
             start,
             end,
+            len(checkpoints),
         )
 
-    def _replay_start(self, reader: Consumer, partition: int, low: int, end: int) -> int:
-        """Step back (x4 each time) until the rows reach ``replay_minutes`` before ``end``."""
+    def _checkpoints(
+        self, reader: Consumer, partition: int, end: int, last_ts: int | None
+    ) -> dict[str, Checkpoint]:
+        """The partition's newest usable adaptive-threshold states (none for a fixed one)."""
+        calibration = self.model.bundle.calibration
+        if calibration is None or last_ts is None:
+            return {}
+        if partition >= self._state_ready():
+            return {}
+        topic = self.settings.state_topic
+        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), _TIMEOUT)
+        records = self._read(reader, partition, low, high, topic) if high > low else []
+        since = last_ts / 60_000 - self.settings.idle_minutes
+        return newest_checkpoints(
+            (m.value() for m in records), end, self.model.bundle.version, calibration, since
+        )
+
+    def _state_ready(self) -> int:
+        """Partitions of the state topic, created on first need with the rows topic's
+        partitions (0: checkpoints are off, and a rebuilt machine's threshold starts from
+        the bundle's prior)."""
+        if self._state_partitions is None:
+            self._state_partitions = self._state_topic()
+        return self._state_partitions
+
+    def _state_topic(self) -> int:
+        settings = self.settings
+        self._reader = self._reader or kafka_io.reader(settings)
+        try:
+            rows = self._reader.list_topics(settings.topic, _TIMEOUT).topics[settings.topic]
+            count = kafka_io.ensure_topic(
+                settings, settings.state_topic, len(rows.partitions), _TIMEOUT
+            )
+        except (KafkaException, KeyError) as exc:
+            log.error(
+                "no state topic %s (%s): after a rebuild, adaptive thresholds restart from "
+                "the bundle's prior",
+                settings.state_topic,
+                exc,
+            )
+            return 0
+        log.info("state topic %s: %d partitions", settings.state_topic, count)
+        return count
+
+    def _replay_start(
+        self, reader: Consumer, partition: int, low: int, end: int
+    ) -> tuple[int, int | None]:
+        """Step back (x4 each time) until the rows reach ``replay_minutes`` before ``end``;
+        also the time of the row at ``end - 1``."""
         last = self._first_ts(self._read(reader, partition, end - 1, end))
         if last is None:
-            return max(low, end - 1)
+            return max(low, end - 1), None
         span_ms = self.settings.replay_minutes * 60_000
         step = 256
         start = max(low, end - step)
@@ -341,7 +439,7 @@ class Streamer:
                 break
             step *= 4
             start = max(low, end - step)
-        return start
+        return start, last
 
     @staticmethod
     def _first_ts(messages: list[Message]) -> int | None:
@@ -352,7 +450,9 @@ class Streamer:
                 continue
         return None
 
-    def _read(self, reader: Consumer, partition: int, start: int, end: int) -> list[Message]:
+    def _read(
+        self, reader: Consumer, partition: int, start: int, end: int, topic: str | None = None
+    ) -> list[Message]:
         """Messages with offsets in ``[start, end)`` of one partition, within a deadline.
 
         The end of the partition alone does not stop the read: some brokers report a high
@@ -360,7 +460,7 @@ class Streamer:
         was reported and a further poll brings nothing (e.g. ``end - 1`` is a transaction
         marker, which is never delivered).
         """
-        reader.assign([TopicPartition(self.settings.topic, partition, start)])
+        reader.assign([TopicPartition(topic or self.settings.topic, partition, start)])
         out: list[Message] = []
         deadline = time.monotonic() + _TIMEOUT
         seen_end = False
@@ -401,7 +501,9 @@ class Streamer:
         for machine in self.windows.machines.values():
             # Thresholds start again from the new model's own prior: its scores differ.
             machine.calibration = None
-            machine.threshold = float("nan")
+            machine.threshold = machine.checkpointed = float("nan")
+            machine.calibrated_through = -1
+        self.windows.resumed.clear()
         self.metrics.model_reloads.labels("loaded").inc()
         self.metrics.use_model(model.bundle.version, model.bundle.threshold)
         log.info("now using model %s (threshold %.5g)", version, model.bundle.threshold)

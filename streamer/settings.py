@@ -43,6 +43,8 @@ class StreamerSettings:
     topic: str = "sensors"
     alerts_topic: str = "breaks"
     dlq_topic: str = "sensors.dlq"
+    state_topic: str = "sensors.state"
+    checkpoint_minutes: float = 30.0
     group_id: str = "sheetbreak-streamer"
     instance_id: str = field(default_factory=socket.gethostname)
     transactions: bool = True

@@ -21,6 +21,7 @@ from streamer.calibrate import (
     tail_edges,
     thresholds_table,
 )
+from streamer.checkpoint import Checkpoint, decode, encode, newest
 from streamer.machines import DataQuality, MachineWindows
 from streamer.pipeline import Model, process
 from streamer.scoring import Scorer
@@ -72,9 +73,13 @@ def test_batched_calibration_equals_row_by_row_with_repeats_gaps_and_nans():
 class Message:
     payload: bytes
     part: int = 0
+    number: int = 0
 
     def value(self) -> bytes:
         return self.payload
+
+    def offset(self) -> int:
+        return self.number
 
     def key(self) -> None:
         return None
@@ -189,3 +194,54 @@ def test_the_threshold_follows_a_drifting_machine_where_a_fixed_one_alerts_for_g
     print(f"\nshare of the drifting machine's last rows flagged: {counts}")
     assert counts["fixed"] > 0.5
     assert counts["adaptive"] < 0.25
+
+
+def test_checkpoints_round_trip_and_only_usable_ones_are_resumed():
+    edges = np.array([0.0, 1.0, 2.0, 4.0])
+    calibration = Calibration(edges, rate=0.1, minutes=60.0)
+    state = CalibrationState(np.array([3.0, 2.0, 0.5]), 1000.0)
+    good = Checkpoint("M1", 41, "v1", state)
+    back = decode(encode(good))
+    assert back is not None and (back.machine, back.offset, back.version) == ("M1", 41, "v1")
+    assert np.array_equal(back.state.counts, state.counts) and back.state.last_minutes == 1000.0
+    newer = Checkpoint("M1", 57, "v1", CalibrationState(np.array([1.0, 1.0, 1.0]), 1030.0))
+    values = [
+        encode(good),
+        encode(newer),
+        encode(Checkpoint("M1", 90, "v1", state)),  # past the committed offset: uncommitted
+        encode(Checkpoint("M2", 12, "v0", state)),  # another model's scores
+        encode(Checkpoint("M3", 12, "v1", CalibrationState(np.ones(5), 1000.0))),  # bins
+        encode(Checkpoint("M4", 12, "v1", CalibrationState(np.ones(3), 10.0))),  # too old
+        b"{not json",
+        None,
+        orjson.dumps(
+            {
+                "machine_id": "M5",
+                "offset": 3,
+                "model_version": "v1",
+                "minutes": 1e3,
+                "counts": [1.0, -1.0, 1.0],
+            }
+        ),
+    ]
+    found = newest(values, before=80, version="v1", calibration=calibration, since_minutes=500)
+    assert list(found) == ["M1"]
+    assert found["M1"].offset == 57 and np.array_equal(found["M1"].state.counts, np.ones(3))
+
+
+def test_a_resumed_machine_does_not_count_its_checkpointed_rows_twice(models):
+    adaptive, _ = models
+    messages = _messages(machines=1, rows=80)
+    for offset, message in enumerate(messages):
+        message.number = offset
+    windows = _windows(adaptive)
+    outcome = process(adaptive, windows, messages[:50], 65_536, START_MS)
+    state = windows.machines["M0"].calibration
+    assert state is not None and len(outcome.scored) > 40
+    # A rebuilt streamer resumes M0 from that state and replays some rows it already holds.
+    rebuilt = _windows(adaptive)
+    rebuilt.resume(0, {"M0": Checkpoint("M0", 49, adaptive.bundle.version, state)})
+    process(adaptive, rebuilt, messages[40:50], 65_536, START_MS)
+    np.testing.assert_array_equal(rebuilt.machines["M0"].calibration.counts, state.counts)
+    after = [process(adaptive, w, messages[50:], 65_536, START_MS) for w in (windows, rebuilt)]
+    np.testing.assert_allclose(after[0].thresholds, after[1].thresholds, rtol=1e-12)
