@@ -220,9 +220,9 @@ def _failures(manifest: Mapping[str, Any]) -> list[str]:
             "- The adaptive threshold holds the alert rate, not the truth: a machine that "
             "stays abnormal for a whole day raises its own threshold and stops warning, and a "
             "machine that is quiet for days alerts at its usual rate on small excursions.",
-            "- After a restart, a new model or a rebalance, a machine's threshold starts "
-            "again from the validation scores plus the replayed rows (an hour by default), "
-            "so its first hours are judged against the training plant, not its own history.",
+            "- When a new model goes live, every machine's threshold starts again from the "
+            "validation scores, so its first hours are judged against the training plant, "
+            "not its own history (restarts and rebalances resume it from the state topic).",
         ]
     lines += [
         f"- Sensors: it needs the {len(manifest['features']['sensors'])} sensors it was "

@@ -44,16 +44,24 @@ def shared_scenario(factory: Any) -> Scenario:
 
 
 def cycle_rows(
-    scenario: Scenario, machines: int, cycles: int, seed: int, drift_share: float = 0.35
+    scenario: Scenario,
+    machines: int,
+    cycles: int,
+    seed: int,
+    drift_share: float = 0.35,
+    growth: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Rows of ``machines`` in time order over ``cycles`` runs of the normal stretch.
 
     In each cycle a seeded share of the machines drifts over its last six rows and breaks
     on the last; a gap longer than the bundle's gap limit separates the cycles, so every
     machine starts each cycle with a fresh window and episodes spread over the whole run.
+    With ``growth``, the stretch's spread widens by that share each cycle, so the later
+    cycles score ever higher than the first.
     """
     rng = random.Random(seed)
     length = len(scenario.normal)
+    centre = scenario.normal.mean(axis=0)
     push = np.zeros(len(scenario.sensors))
     push[:20:2], push[1:20:2] = 1.0, -1.0
     push[:20] *= scenario.scale[:20]
@@ -63,7 +71,7 @@ def cycle_rows(
         base = START_MS + cycle * (length * STEP_MS + GAP_MS)
         for i in range(length):
             for m in range(machines):
-                values = scenario.normal[i].copy()
+                values = centre + (scenario.normal[i] - centre) * (1.0 + growth * cycle)
                 drifts = m in drifting and i >= length - 7
                 if drifts:
                     values += (i - (length - 8)) * 2.0 * push

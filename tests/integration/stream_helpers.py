@@ -21,6 +21,7 @@ from streamer.archive import Archiver
 from streamer.archive_metrics import ArchiveMetrics
 from streamer.archive_settings import ArchiveSettings
 from streamer.bundle import MANIFEST_FILE, Registry, load_bundle
+from streamer.calibrate import Calibration, reference_prior, tail_edges
 from streamer.metrics import StreamerMetrics
 from streamer.runner import Streamer
 from streamer.scoring import Scorer
@@ -86,12 +87,40 @@ def build_scenario(root: Path) -> Scenario:
     return Scenario(registry, normal, sensors, bundle.scaler.scale)
 
 
+def adaptive_scenario(scenario: Scenario, root: Path, rate: float = 0.03) -> Scenario:
+    """The scenario's bundle with a per-machine adaptive threshold that a few rows of the
+    normal stretch cross: its decisions depend on each machine's whole history of scores."""
+    bundle = load_bundle(scenario.registry / "v1")
+    scorer = Scorer.load(bundle.model_path, bundle.lookback)
+    rows = bundle.spec.matrix(_frame(scenario.normal, scenario.sensors))
+    windows, _ = make_windows(
+        bundle.scaler.transform(rows), np.zeros(len(rows), int), bundle.lookback
+    )
+    reference = scorer.score(windows)[0]
+    edges = tail_edges(reference)
+    calibration = Calibration(
+        edges,
+        rate,
+        minutes=240.0,
+        min_weight=20.0,
+        fallback=bundle.threshold,
+        prior=reference_prior(edges, reference, 60.0),
+    )
+    registry = root / "registry"
+    copy_bundle(scenario.registry / "v1", Registry(registry), "v1", adaptive=calibration.to_dict())
+    Registry(registry).set_current("v1")
+    return Scenario(registry, scenario.normal, scenario.sensors, scenario.scale)
+
+
 def copy_bundle(source: Path, registry: Registry, version: str, **changes: Any) -> Path:
-    """A new version from an existing bundle, with manifest fields changed."""
+    """A new version from an existing bundle, with manifest fields changed (``threshold``
+    and ``adaptive`` go to the threshold section)."""
     manifest = json.loads((source / MANIFEST_FILE).read_text())
     manifest["version"] = version
     if "threshold" in changes:
         manifest["threshold"]["value"] = changes.pop("threshold")
+    if "adaptive" in changes:
+        manifest["threshold"]["adaptive"] = changes.pop("adaptive")
     manifest.update(changes)
 
     def fill(folder: Path) -> None:
@@ -217,6 +246,7 @@ def settings_for(
         "topic": name(f"{tag}-sensors"),
         "alerts_topic": name(f"{tag}-breaks"),
         "dlq_topic": name(f"{tag}-dlq"),
+        "state_topic": name(f"{tag}-state"),
         "group_id": name(f"{tag}-group"),
         "instance_id": instance,
         "session_timeout_ms": 6000,

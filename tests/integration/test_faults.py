@@ -26,7 +26,15 @@ from fault_helpers import (
     free_port,
     shared_scenario,
 )
-from stream_helpers import Scenario, produce_rows, running, settings_for, wait_until
+from stream_helpers import (
+    Scenario,
+    adaptive_scenario,
+    produce_rows,
+    read_all,
+    running,
+    settings_for,
+    wait_until,
+)
 from tcp_proxy import TcpProxy
 
 import streamer.runner
@@ -55,19 +63,31 @@ def rows(scenario: Scenario) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def reference(kafka_bootstrap: str, scenario: Scenario, rows: list[dict[str, Any]]) -> list[Any]:
     """The alerts of one in-process streamer that sees every row, uninterrupted."""
+    return uninterrupted(kafka_bootstrap, scenario, rows)
+
+
+@pytest.fixture(scope="module")
+def adaptive(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    return adaptive_scenario(scenario, tmp_path_factory.mktemp("adaptive"))
+
+
+def uninterrupted(
+    bootstrap: str, scenario: Scenario, rows: list[dict[str, Any]], **overrides: Any
+) -> list[Any]:
+    """The alerts of one in-process streamer that sees every row, uninterrupted."""
     token = uuid.uuid4().hex[:8]
     settings = settings_for(
-        kafka_bootstrap, scenario.registry, lambda p: f"{p}-faults-{token}", "ref", "ref"
+        bootstrap, scenario.registry, lambda p: f"{p}-faults-{token}", "ref", "ref", **overrides
     )
-    topics(kafka_bootstrap, settings)
+    topics(bootstrap, settings)
     with running(settings) as run:
-        produce_rows(kafka_bootstrap, settings.topic, rows)
+        produce_rows(bootstrap, settings.topic, rows)
         wait_until(
             lambda: run.value("sheetbreak_rows_consumed_total") >= len(rows),
             120,
             "the reference run to consume every row",
         )
-    alerts = committed_alerts(kafka_bootstrap, settings.alerts_topic)
+    alerts = committed_alerts(bootstrap, settings.alerts_topic)
     assert len({a["alert_id"] for a in alerts}) == len(alerts) >= 3 * CYCLES
     return alerts
 
@@ -132,33 +152,100 @@ def test_sigkill_at_random_moments_loses_and_repeats_no_alert(
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     settings = settings_for(bootstrap, scenario.registry, unique_name, "kill")
+    got, kills = kill_repeatedly(bootstrap, settings, rows, KILLS, SEED)
+    print(f"SIGKILLs, by what the process was doing: {kills}")
+    check_kills(kafka_broker, got, reference, KILLS)
+
+
+ADAPTIVE_KILLS = 3
+CHECKPOINT_MINUTES = "20"  # several checkpoints per machine per two-hour cycle
+GROWTH = 0.4
+
+
+def test_sigkill_with_adaptive_thresholds_resumes_each_machine_exactly(
+    kafka_broker: Any,
+    unique_name: Callable[[str], str],
+    adaptive: Scenario,
+) -> None:
+    """Each machine's threshold depends on its whole history of scores, far more than a
+    rebuild replays: the checkpoints on the state topic make the killed and restarted
+    streamer decide exactly as an uninterrupted one. The rows' spread grows from cycle to
+    cycle, so a threshold rebuilt from the bundle's prior and the replayed hour alone
+    would sit far below the uninterrupted one and alarm on ordinary rows."""
+    bootstrap = kafka_broker.bootstrap_servers
+    rows = cycle_rows(adaptive, MACHINES, CYCLES, SEED, growth=GROWTH)
+    expected = uninterrupted(bootstrap, adaptive, rows, checkpoint_minutes=20.0)
+    settings = settings_for(bootstrap, adaptive.registry, unique_name, "adaptive-kill")
+    # A short replay: a machine's threshold must come from its checkpoint, not the replay.
+    extra = (
+        *("--state-topic", settings.state_topic, "--checkpoint-minutes", CHECKPOINT_MINUTES),
+        *("--replay-minutes", "12"),
+    )
+    got, kills = kill_repeatedly(
+        bootstrap, settings, rows, ADAPTIVE_KILLS, SEED + 1, extra, scoring=True
+    )
+    print(f"SIGKILLs (adaptive thresholds), by what the process was doing: {kills}")
+    check_kills(kafka_broker, got, expected, ADAPTIVE_KILLS)
+    assert read_count(bootstrap, settings.state_topic) > 0, "no checkpoint was written"
+
+
+def read_count(bootstrap: str, topic: str) -> int:
+    return len(read_all(bootstrap, topic, quiet=3.0, timeout=60.0))
+
+
+def check_kills(kafka_broker: Any, got: list[Any], reference: list[Any], kills: int) -> None:
+    check = compare_alerts(got, reference)
+    assert not check.missing, f"{len(check.missing)} alerts lost"
+    assert not check.extra, f"{len(check.extra)} alerts the reference run never made"
+    if kafka_broker.hides_aborted_transactions:
+        assert check.duplicates == 0, f"{check.duplicates} alerts published twice"
+    print(
+        f"{kills} kills survived: {check.distinct} alerts compared with the reference, "
+        f"0 lost, {check.duplicates} repeated ({kafka_broker.source})"
+    )
+
+
+def kill_repeatedly(
+    bootstrap: str,
+    settings: StreamerSettings,
+    rows: list[dict[str, Any]],
+    kills_wanted: int,
+    seed: int,
+    extra: tuple[str, ...] = (),
+    scoring: bool = False,
+) -> tuple[list[Any], list[str]]:
+    """SIGKILL ``streamer run`` processes at random moments while the rows come in (with
+    ``scoring``, only once each has scored some), then let a last one finish; the alerts
+    a read_committed reader sees, and what each killed process was doing."""
     topics(bootstrap, settings)
     start = process_factory(bootstrap, settings)
-    rng = random.Random(SEED)
+    rng = random.Random(seed)
     kills: list[str] = []
     # One slice of the rows per process, sent from the moment it serves, so every kill
     # lands while rows come in, whatever the start-up takes on a busy machine.
-    slices = tuple(len(rows) * k // (KILLS + 1) for k in range(KILLS + 1))
+    slices = tuple(len(rows) * k // (kills_wanted + 1) for k in range(kills_wanted + 1))
     with closing_all([]) as owned:
         pacer = Pacer(bootstrap, settings.topic, rows, rate=60.0, holds=slices)
         owned.append(pacer)
         pacer.start()
         # The same instance id each time, as a restarted pod has: its new producer fences
         # the dead one's transaction.
-        for _ in range(KILLS):
-            process = start("a")
+        for _ in range(kills_wanted):
+            process = start("a", *extra)
             owned.append(process)
             process.wait_serving(START_SECONDS)
             # Some kills land in the group join or the window rebuild, most while the
             # process scores the rows of its slice as they come.
-            if rng.random() >= 0.3:
+            if scoring or rng.random() >= 0.3:
                 wait_until(lambda p=process: assigned(p), 60, "the restarted member to join")
             pacer.release()
+            if scoring:
+                wait_until(lambda p=process: scored_some(p), 60, "the member to score rows")
             time.sleep(rng.uniform(0.5, 6.0))
             assert process.alive(), process.tail()
             kills.append(phase(process))
             process.kill()
-        last = start("a")
+        last = start("a", *extra)
         owned.append(last)
         last.wait_serving(START_SECONDS)
         pacer.release()
@@ -167,17 +254,11 @@ def test_sigkill_at_random_moments_loses_and_repeats_no_alert(
         owned.append(watcher)
         wait_until(lambda: watcher.reached(ends), 180, "every row committed after the kills")
         assert last.terminate() == 0, last.tail()
-    got = committed_alerts(bootstrap, settings.alerts_topic)
-    print(f"SIGKILLs, by what the process was doing: {kills}")
-    check = compare_alerts(got, reference)
-    assert not check.missing, f"{len(check.missing)} alerts lost"
-    assert not check.extra, f"{len(check.extra)} alerts the reference run never made"
-    if kafka_broker.hides_aborted_transactions:
-        assert check.duplicates == 0, f"{check.duplicates} alerts published twice"
-    print(
-        f"{KILLS} kills survived: {check.distinct} alerts compared with the reference, "
-        f"0 lost, {check.duplicates} repeated ({kafka_broker.source})"
-    )
+    return committed_alerts(bootstrap, settings.alerts_topic), kills
+
+
+def scored_some(process: StreamerProcess) -> bool:
+    return process.value("sheetbreak_rows_consumed_total") >= 1
 
 
 def phase(process: StreamerProcess) -> str:
