@@ -9,7 +9,7 @@ A few validation days can still flatter a high rate: their alert rows may bunch 
 long episodes where later days scatter them (on the dev data's default split, validation
 allowed a rate of 0.03, which gave 8.5 false alarms a day on the test days). So the rate is
 also capped at ``EPISODE_ROWS`` alert rows a day per false-alarm episode of the budget. The
-cap is above every rate the walk-forward folds chose, so it leaves that table as it was.
+cap is above every rate the walk-forward folds chose for the reference LSTM's score.
 """
 
 from __future__ import annotations
