@@ -61,11 +61,7 @@ class Streamer:
         self._state_partitions: int | None = None  # of the state topic, once known
         self._row_seconds = 0.0  # the last batch's time per row, which bounds the next batch
         metrics.use_model(self.model.bundle.version, self.model.bundle.threshold)
-        log.info(
-            "using model %s (threshold %.5g)",
-            self.model.bundle.version,
-            self.model.bundle.threshold,
-        )
+        log.info("using model %s (%s)", self.model.bundle.version, _threshold_text(self.model))
         self.shadow: Shadow | None = None
         self.shadow_source = None if settings.shadow is None else ShadowSource(settings.shadow)
         if self.shadow_source is not None:
@@ -506,7 +502,7 @@ class Streamer:
         self.windows.resumed.clear()
         self.metrics.model_reloads.labels("loaded").inc()
         self.metrics.use_model(model.bundle.version, model.bundle.threshold)
-        log.info("now using model %s (threshold %.5g)", version, model.bundle.threshold)
+        log.info("now using model %s (%s)", version, _threshold_text(model))
         self._check_shadow()  # before any replay: a candidate may not fit the new model
         if rebuild and self._consumer is not None:
             self.windows = self._new_windows()
@@ -563,6 +559,16 @@ class Streamer:
         """The candidate forgets the machines the windows forgot (revoked, evicted, rebuilt)."""
         if self.shadow is not None:
             self.shadow.episodes.keep(self.windows.machines)
+
+
+def _threshold_text(model: Model) -> str:
+    bundle = model.bundle
+    if bundle.calibration is None:
+        return f"threshold {bundle.threshold:.5g}"
+    return (
+        f"adaptive threshold per machine at rate {bundle.calibration.rate:g} over "
+        f"{bundle.calibration.minutes:g} minutes, fallback {bundle.threshold:.5g}"
+    )
 
 
 def _is_end(message: Message) -> bool:
