@@ -84,9 +84,11 @@ def _what(manifest: Mapping[str, Any]) -> list[str]:
             f"time constant of {adaptive['minutes']:g} minutes. A machine starts from the "
             "validation scores' histogram, so it has a threshold from its first row and makes "
             f"it its own within about a day. Rate chosen on validation: {adaptive['chosen']}, "
-            f"the highest that kept the validation days within the budget"
-            + ("" if adaptive.get("met_budget_on_validation", True) else " (none did: quietest)")
-            + "."
+            + (
+                "the highest that kept the validation days within the budget."
+                if adaptive.get("met_budget_on_validation", True)
+                else "the quietest tried, since none kept the validation days within the budget."
+            )
         )
     else:
         threshold = (
