@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -129,16 +129,24 @@ def create_topics(
     partitions: int = 1,
     replication_factor: int = 1,
     timeout: float = 30.0,
-) -> None:
-    """Create topics (name to partitions, or names and ``partitions``); existing ones are fine."""
+    config: Mapping[str, str] | None = None,
+    client: Mapping[str, Any] | None = None,
+) -> dict[str, int]:
+    """Create topics (name to partitions, or names and ``partitions``) with the topic
+    ``config``; existing ones are fine. ``client`` holds the admin client's properties
+    (security settings; the bootstrap servers by default). Returns each topic's partitions.
+    """
     wanted = dict(topics) if isinstance(topics, Mapping) else dict.fromkeys(topics, partitions)
     if not wanted:
-        return
+        return {}
     too_few = {name: count for name, count in wanted.items() if count < 1}
     if too_few:
         raise ValueError(f"a topic needs at least one partition: {too_few}")
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    new = [NewTopic(name, count, replication_factor) for name, count in wanted.items()]
+    admin = AdminClient(dict(client or {"bootstrap.servers": bootstrap_servers}))
+    new = [
+        NewTopic(name, count, replication_factor, config=dict(config or {}))
+        for name, count in wanted.items()
+    ]
     futures = admin.create_topics(new, request_timeout=timeout, operation_timeout=timeout)
     for name, future in futures.items():
         # exception() rather than result(): a raised error's traceback would hold this
@@ -156,15 +164,17 @@ def create_topics(
             log.debug("topic %s already exists", name)
             continue
         raise BrokerError(f"could not create topic {name!r} on {bootstrap_servers}: {error}")
-    _wait_for_topics(admin, wanted, bootstrap_servers, timeout)
+    return _wait_for_topics(admin, wanted, bootstrap_servers, timeout)
 
 
 def _wait_for_topics(
     admin: AdminClient, wanted: Mapping[str, int], bootstrap_servers: str, timeout: float
-) -> None:
-    """Wait until the metadata lists every topic, warning when one has fewer partitions."""
+) -> dict[str, int]:
+    """Wait until the metadata lists every topic, warning when one has fewer partitions;
+    returns each topic's partitions."""
     deadline = time.monotonic() + timeout
     missing = set(wanted)
+    found: dict[str, int] = {}
     while missing:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -181,6 +191,7 @@ def _wait_for_topics(
             if topic is None or topic.error is not None or not topic.partitions:
                 continue
             missing.discard(name)
+            found[name] = len(topic.partitions)
             if len(topic.partitions) < wanted[name]:
                 log.warning(
                     "topic %s already exists with %d partitions, fewer than the %d asked for",
@@ -190,6 +201,7 @@ def _wait_for_topics(
                 )
         if missing:
             time.sleep(0.05)
+    return found
 
 
 class EmbeddedBroker:

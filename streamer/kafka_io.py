@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from streamer.broker import create_topics
 from streamer.settings import StreamerSettings
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,14 @@ def reader(settings: StreamerSettings) -> Consumer:
 
 def ensure_topic(settings: StreamerSettings, name: str, partitions: int, timeout: float) -> int:
     """Create a compacted topic unless it exists; returns its number of partitions."""
-    admin = AdminClient(client_config(settings))
-    topic = NewTopic(name, partitions, config={"cleanup.policy": "compact"})
-    future = admin.create_topics([topic], operation_timeout=timeout, request_timeout=timeout)[name]
-    error = future.exception(timeout=timeout)
-    code = error.args[0].code() if error is not None and error.args else None
-    if error is not None and code != KafkaError.TOPIC_ALREADY_EXISTS:
-        raise KafkaException(error.args[0] if error.args else error)
-    meta = admin.list_topics(name, timeout=timeout).topics.get(name)
-    return 0 if meta is None or meta.error is not None else len(meta.partitions)
+    created = create_topics(
+        settings.kafka.bootstrap_servers,
+        {name: partitions},
+        timeout=timeout,
+        config={"cleanup.policy": "compact"},
+        client=client_config(settings),
+    )
+    return created[name]
 
 
 def dead_letter(producer: Producer, topic: str, message: Message, reason: str, text: str) -> None:

@@ -193,13 +193,12 @@ def _thresholds(
     keys, minutes = scored_rows(steps)
     out.machines = keys
     machines = windows.machines
-    scores = np.asarray(out.scores, np.float64)
+    scores = np.array(out.scores, np.float64)  # a copy: resumed rows become NaN here
     states: dict[str, CalibrationState] = {}
     for k, key in enumerate(keys):
         machine = machines[key]
         if machine.calibrated_through >= 0:
             if messages[out.scored[k]].offset() <= machine.calibrated_through:
-                scores = scores.copy() if scores is out.scores else scores
                 scores[k] = math.nan
             else:
                 machine.calibrated_through = -1

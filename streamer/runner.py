@@ -14,6 +14,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamer import kafka_io
+from streamer.broker import BrokerError
 from streamer.bundle import Registry
 from streamer.checkpoint import Checkpoint
 from streamer.checkpoint import encode as encode_checkpoint
@@ -186,11 +187,12 @@ class Streamer:
             last[machine_id] = messages[index]
         due = []
         version, every = self.model.bundle.version, self.settings.checkpoint_minutes
+        partitions = self._state_ready()
         for machine_id, message in last.items():
             machine = self.windows.machines.get(machine_id)
             state = machine.calibration if machine is not None else None
             partition = message.partition() or 0
-            if machine is None or state is None or partition >= self._state_ready():
+            if machine is None or state is None or partition >= partitions:
                 continue
             if math.isnan(machine.checkpointed):
                 machine.checkpointed = state.last_minutes  # its clock starts
@@ -407,7 +409,7 @@ class Streamer:
             count = kafka_io.ensure_topic(
                 settings, settings.state_topic, len(rows.partitions), _TIMEOUT
             )
-        except (KafkaException, KeyError) as exc:
+        except (BrokerError, KafkaException, KeyError) as exc:
             log.error(
                 "no state topic %s (%s): after a rebuild, adaptive thresholds restart from "
                 "the bundle's prior",

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.calibrate import Calibration, tail_edges, thresholds_table
+from streamer.calibrate import Calibration, tail_edges
 from streamer.episodes import EpisodePolicy
 from streamer.events import MINUTES_PER_DAY
-from trainer.evaluate import breaks_in_range, event_result
+from trainer.evaluate import breaks_in_range, event_result, row_thresholds
 from trainer.prepare import Prepared
 
 RATES = tuple(float(r) for r in np.geomspace(0.0005, 0.05, 21).round(5))
@@ -51,9 +51,9 @@ class AdaptiveChoice:
 def margins(
     prepared: Prepared, scores: np.ndarray, live: np.ndarray, calibration: Calibration
 ) -> np.ndarray:
-    """Score minus the machine's online threshold, for the ``live`` rows in time order."""
-    on = np.where(live, scores, np.nan)
-    return on - thresholds_table(calibration, on, prepared.times, prepared.groups)
+    """Score minus the machine's online threshold, for the ``live`` rows in time order
+    (NaN elsewhere)."""
+    return scores - row_thresholds(calibration, calibration.fallback, prepared, scores, live)
 
 
 def rate_cap(budget: float, interval_minutes: float) -> float:
