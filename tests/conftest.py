@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from broker_choice import choose_broker
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEV_CSV = SHARED_DATA / "processminer-sheet-breaks-dev.csv"
@@ -53,3 +54,8 @@ def dev_csv() -> Path:
     if not DEV_CSV.is_file():
         pytest.skip(f"the dev data is not at {DEV_CSV}")
     return DEV_CSV
+
+
+def pytest_report_header() -> str:
+    """Name the integration tests' broker, chosen as their session fixture will choose it."""
+    return choose_broker().header()

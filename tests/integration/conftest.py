@@ -1,72 +1,44 @@
-"""Kafka for the integration tests, in the DESIGN order: explicit, container, embedded.
+"""Kafka for the integration tests, in the DESIGN order (``broker_choice``):
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` names a running Kafka cluster: use it as it is.
 2. Else, where a Docker engine answers, a KRaft Kafka container through testcontainers.
-3. Else the embedded Tansu broker from ``streamer.broker``.
+3. Else, where ``java`` and ``mvn`` exist, the local Apache Kafka (``kind="kafka"``).
+4. Else the embedded Tansu broker from ``streamer.broker``.
 
-Tests that depend on behaviour the embedded broker lacks ask for the fixtures below that
-mark them as expected failures there (strictly, so a fixed broker is noticed).
+``SHEETBREAK_TEST_BROKER=tansu|kafka`` picks one of the last two outright. Tests that
+depend on behaviour Tansu lacks ask for the fixtures below that mark them as expected
+failures there (strictly, so a fixed broker is noticed).
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from broker_choice import KAFKA_IMAGE, choose_broker, has_java_and_maven
 
 from streamer.broker import EmbeddedBroker
-
-KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.1"
-"""Pinned, KRaft-capable Kafka image for the testcontainers path."""
-
-DOCKER_PING_TIMEOUT_S = 3
 
 
 @dataclass(frozen=True)
 class KafkaUnderTest:
-    """The broker the integration tests run against, and what it can be trusted with."""
+    """The broker the integration tests run against, and what it can be trusted with.
+
+    ``own_kind`` is the kind of ``EmbeddedBroker`` a test starts when it needs a broker of
+    its own (the outage test routes one through a proxy): the session's kind where it is
+    local, else the local Apache Kafka where it can run, else Tansu.
+    """
 
     bootstrap_servers: str
     source: str
     hides_aborted_transactions: bool
     exact_high_watermark: bool
-
-
-def _docker_answers() -> bool:
-    """Tell whether a Docker engine answers a ping within a few seconds."""
-    try:
-        import docker  # noqa: PLC0415 - only needed when probing for a Docker engine
-    except ImportError:
-        return False
-    # docker-py leaves its socket unclosed when no engine listens; collect it here, where
-    # its ResourceWarning is expected, instead of letting it fail some later test.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            return _ping(docker)
-        finally:
-            gc.collect()
-
-
-def _ping(docker: Any) -> bool:
-    """Ping the engine the environment points at; any failure means no engine."""
-    try:
-        client = docker.from_env(timeout=DOCKER_PING_TIMEOUT_S)
-    except Exception:
-        return False
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
-    finally:
-        client.close()
+    own_kind: str
 
 
 def _kafka_container() -> Any:
@@ -85,23 +57,34 @@ def _kafka_container() -> Any:
     )
 
 
+def _own_kind() -> str:
+    """The local broker kind a test may start beside a given cluster or container."""
+    return "kafka" if has_java_and_maven() else "tansu"
+
+
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[KafkaUnderTest]:
-    """The session's broker: explicit, else a container, else embedded; torn down at the end."""
-    explicit = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if explicit:
-        yield KafkaUnderTest(explicit, "KAFKA_BOOTSTRAP_SERVERS", True, True)
-        return
-    if _docker_answers():
+    """The session's broker, as ``choose_broker`` decided; torn down at the end."""
+    choice = choose_broker()
+    if choice.kind == "explicit":
+        explicit = os.environ["KAFKA_BOOTSTRAP_SERVERS"].strip()
+        yield KafkaUnderTest(explicit, "KAFKA_BOOTSTRAP_SERVERS", True, True, _own_kind())
+    elif choice.kind == "container":
         container = _kafka_container()
         container.start()
         try:
-            yield KafkaUnderTest(container.get_bootstrap_server(), KAFKA_IMAGE, True, True)
+            server = container.get_bootstrap_server()
+            yield KafkaUnderTest(server, KAFKA_IMAGE, True, True, _own_kind())
         finally:
             container.stop()
-        return
-    with EmbeddedBroker() as broker:
-        yield KafkaUnderTest(broker.bootstrap_servers, "embedded tansu", False, False)
+    elif choice.kind == "kafka":
+        with EmbeddedBroker("kafka") as broker:
+            yield KafkaUnderTest(
+                broker.bootstrap_servers, "local Apache Kafka", True, True, "kafka"
+            )
+    else:
+        with EmbeddedBroker("tansu") as broker:
+            yield KafkaUnderTest(broker.bootstrap_servers, "embedded tansu", False, False, "tansu")
 
 
 @pytest.fixture(scope="session")
