@@ -46,6 +46,7 @@ def setup(kafka_bootstrap, unique_name, scenario):
     return make
 
 
+@pytest.mark.smoke
 def test_a_drifting_machine_warns_once_before_its_break_normal_ones_stay_quiet(
     kafka_bootstrap, setup, scenario
 ):
@@ -74,6 +75,7 @@ def test_a_drifting_machine_warns_once_before_its_break_normal_ones_stay_quiet(
     assert run.value("sheetbreak_alerts_total", status="open") == 1
 
 
+@pytest.mark.smoke
 def test_malformed_rows_are_dead_lettered_and_good_rows_still_scored(
     kafka_bootstrap, setup, scenario
 ):
@@ -132,6 +134,7 @@ def uninterrupted_alert_ids(kafka_bootstrap, setup, rows):
     )
 
 
+@pytest.mark.smoke
 def test_a_restarted_streamer_neither_loses_nor_duplicates_alerts(kafka_bootstrap, setup, scenario):
     rows = scenario_rows(scenario, normal_machines=3, drift_machines=2)
     expected = uninterrupted_alert_ids(kafka_bootstrap, setup, rows)
