@@ -19,6 +19,7 @@ from streamer.episodes import EpisodePolicy
 from streamer.errors import BundleError, DataError
 from streamer.features import FeatureSpec, Scaler
 from streamer.leadtime import WarningWindow
+from streamer.score_spec import ScoreSpec, files_inside, read_score
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -42,6 +43,7 @@ class Bundle:
     horizon_minutes: float
     warning: WarningWindow = field(default_factory=WarningWindow)
     calibration: Calibration | None = None  # a per-machine adaptive threshold, if trained so
+    score: ScoreSpec | None = None  # the parts it scores with, when not the one model alone
 
     @property
     def version(self) -> str:
@@ -52,6 +54,11 @@ class Bundle:
     def model_path(self) -> Path:
         """Where the Keras model file lies."""
         return self.path / str(self.manifest["model"]["file"])
+
+    @property
+    def history(self) -> int:
+        """Rows of each machine's history the score reads (the window, or more)."""
+        return self.lookback if self.score is None else max(self.lookback, self.score.history)
 
 
 def load_bundle(path: str | Path, expected_features: Sequence[str] | None = None) -> Bundle:
@@ -72,6 +79,8 @@ def load_bundle(path: str | Path, expected_features: Sequence[str] | None = None
             bundle = _bundle_from_manifest(folder, manifest)
         _check_numbers(bundle)
         model_path = bundle.model_path
+        if bundle.score is not None:
+            files_inside(folder, [p.file for p in bundle.score.parts])
     except (AttributeError, KeyError, TypeError, ValueError, DataError) as exc:
         # AttributeError: a section of another JSON type than the one expected (null, a list)
         raise BundleError(f"{manifest_path}: incomplete or invalid manifest ({exc!r})") from exc
@@ -154,7 +163,12 @@ def _bundle_from_manifest(folder: Path, manifest: Mapping[str, Any]) -> Bundle:
         horizon_minutes=float(manifest["labels"]["horizon_minutes"]),
         warning=WarningWindow.from_manifest(manifest),
         calibration=_calibration(manifest["threshold"]),
+        score=_score(manifest, len(spec.feature_names)),
     )
+
+
+def _score(manifest: Mapping[str, Any], width: int) -> ScoreSpec | None:
+    return read_score(manifest["score"], width) if "score" in manifest else None
 
 
 def _calibration(threshold: Mapping[str, Any]) -> Calibration | None:

@@ -64,13 +64,18 @@ class Observation:
     kind: str
     raw: np.ndarray
     restarted: str = ""
+    age: int = 0  # rows of the machine's stretch so far, this one included (READY rows)
 
 
 class MachineWindows:
     """Windows of rows per machine, filled row by row as in training."""
 
-    def __init__(self, spec: FeatureSpec, lookback: int, quality: DataQuality) -> None:
+    def __init__(
+        self, spec: FeatureSpec, lookback: int, quality: DataQuality, history: int = 0
+    ) -> None:
         self.spec, self.lookback, self.quality = spec, lookback, quality
+        # Rows kept per machine: the model's window, or the longer history its score reads.
+        self.length = max(lookback, history)
         self.width = len(spec.feature_names)
         self.machines: dict[str, Machine] = {}
         self.resumed: dict[str, tuple[int, Checkpoint]] = {}  # taken up at first sight
@@ -88,7 +93,7 @@ class MachineWindows:
         machine = self.machines.get(machine_id)
         if machine is None:
             machine = Machine(
-                window=np.zeros((self.lookback, self.width), np.float32),
+                window=np.zeros((self.length, self.width), np.float32),
                 partition=partition,
                 last_raw=np.full(self.width, np.nan, np.float32),
                 seen_ts=np.full(self.width, -1, np.int64),
@@ -125,7 +130,7 @@ class MachineWindows:
         self, rows: Sequence[Row], partitions: Sequence[int], ready: np.ndarray | None = None
     ) -> list[Observation | RowRejected]:
         """:meth:`observe` each row in order; a rejected row gives its RowRejected in its
-        place. With ``ready`` (shaped rows x lookback x features), the window of the k-th
+        place. With ``ready`` (shaped rows x length x features), the window of the k-th
         READY row is copied to ``ready[k]`` as it stood right after that row.
 
         The rows' vectors are built in one go, and window shifts and fresh sensor values are
@@ -137,7 +142,7 @@ class MachineWindows:
             vectors, named = self.spec.vectors([row.values for row in rows])
         complete = ~np.isnan(vectors).any(axis=1)
         overflow = set(np.flatnonzero(np.isinf(vectors).any(axis=1)).tolist())
-        batch = _Batch(vectors, self.lookback)
+        batch = _Batch(vectors, self.length)
         out: list[Observation | RowRejected] = []
         for i, (row, partition, known, full) in enumerate(
             zip(rows, partitions, named.tolist(), complete.tolist(), strict=True)
@@ -198,7 +203,7 @@ class MachineWindows:
             return Observation(WARMING, raw, restarted)
         if keep_ready:
             batch.ready.append(recent.copy())
-        return Observation(READY, raw, restarted)
+        return Observation(READY, raw, restarted, machine.count)
 
     def _fill(self, machine: Machine, raw: np.ndarray, ts_ms: int) -> np.ndarray:
         """Carry missing sensors forward for a bounded time."""
@@ -236,8 +241,8 @@ class _Batch:
     the windows as they stood before the batch.
     """
 
-    def __init__(self, vectors: np.ndarray, lookback: int) -> None:
-        self.vectors, self.lookback = vectors, lookback
+    def __init__(self, vectors: np.ndarray, length: int) -> None:
+        self.vectors, self.length = vectors, length
         self.before: list[np.ndarray] = []
         self.machines: dict[str, Machine] = {}
         self.recent: dict[str, list[int]] = {}
@@ -248,10 +253,10 @@ class _Batch:
         """Shift row ``i`` into the machine's window; returns the window's row numbers."""
         recent = self.recent.get(machine_id)
         if recent is None:
-            start = len(self.vectors) + self.lookback * len(self.before)
+            start = len(self.vectors) + self.length * len(self.before)
             self.before.append(machine.window)
             self.machines[machine_id] = machine
-            recent = self.recent[machine_id] = list(range(start, start + self.lookback))
+            recent = self.recent[machine_id] = list(range(start, start + self.length))
         del recent[0]
         recent.append(i)
         return recent

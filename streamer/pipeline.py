@@ -18,12 +18,11 @@ import numpy as np
 from streamer.alerts import alert_message, top_sensors
 from streamer.bundle import Bundle, load_bundle
 from streamer.calibrate import CalibrationState, calibrate_many
+from streamer.detector import Detector, load_detector
 from streamer.episodes import Step, advance, close, scored_rows
-from streamer.errors import BundleError
 from streamer.leadtime import Verdict
 from streamer.machines import READY, MachineWindows
 from streamer.rows import Row, RowRejected, decode_row
-from streamer.scoring import Scorer
 from streamer.shadow import Shadow, ShadowOutcome
 
 log = logging.getLogger(__name__)
@@ -31,22 +30,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Model:
-    """A loaded bundle and its compiled scorer."""
+    """A loaded bundle and the score it names, with its models compiled."""
 
     bundle: Bundle
-    scorer: Scorer
+    detector: Detector
 
     @classmethod
     def load(cls, folder: Path, expected_features: tuple[str, ...] | None = None) -> Model:
         """Load and check a bundle; raises BundleError when it is unusable."""
         bundle = load_bundle(folder, expected_features)
-        scorer = Scorer.load(bundle.model_path, bundle.lookback)
-        features = len(bundle.spec.feature_names)
-        if scorer.width != features:
-            raise BundleError(
-                f"{folder}: the model takes {scorer.width} features, the manifest names {features}"
-            )
-        return cls(bundle, scorer)
+        return cls(bundle, load_detector(bundle))
 
 
 @dataclass
@@ -89,9 +82,10 @@ def process(
             failed[index] = exc
             continue
         partitions.append(message.partition() or 0)
-    batch = np.empty((len(decoded), windows.lookback, windows.width), np.float32)
+    batch = np.empty((len(decoded), windows.length, windows.width), np.float32)
     observed = windows.observe_many([row for _, row in decoded], partitions, batch)
     steps: list[Step] = []
+    ages: list[int] = []
     for (index, row), obs in zip(decoded, observed, strict=True):
         if isinstance(obs, RowRejected):
             failed[index] = obs
@@ -101,13 +95,15 @@ def process(
         if obs.kind == READY:
             steps.append(Step(row.machine_id, row.ts_ms, position=len(out.scored)))
             out.scored.append(index)
+            ages.append(obs.age)
         else:
             out.unscored[obs.kind] += 1
     out.dead = [(index, exc.reason, str(exc)) for index, exc in sorted(failed.items())]
     raw = batch[: len(out.scored)]
-    _score_and_alert(model, windows, raw, steps, now_ms, out, messages)
+    age = np.asarray(ages, np.int64)
+    _score_and_alert(model, windows, raw, age, steps, now_ms, out, messages)
     if shadow is not None:
-        out.shadow = shadow.run(raw, steps)
+        out.shadow = shadow.run(raw, age, steps)
     return out
 
 
@@ -115,16 +111,18 @@ def _score_and_alert(
     model: Model,
     windows: MachineWindows,
     raw: np.ndarray,
+    age: np.ndarray,
     steps: list[Step],
     now_ms: int,
     out: BatchOutcome,
     messages: list[Any],
 ) -> None:
     bundle = model.bundle
-    errors = recon = raw[:, -1, :]
+    errors = expected = raw[:, -1, :]
     if len(raw):
         started = time.perf_counter()
-        out.scores, errors, recon = model.scorer.score(bundle.scaler.transform(raw))
+        scored = model.detector.score(raw, np.minimum(age, raw.shape[1]), age)
+        out.scores, errors, expected = scored.scores, scored.errors, scored.expected
         out.seconds = time.perf_counter() - started
     out.thresholds = _thresholds(bundle, windows, steps, out, messages)
     limits = out.thresholds.tolist()
@@ -155,9 +153,7 @@ def _score_and_alert(
         sensors = (
             []
             if k < 0
-            else top_sensors(
-                errors[k], raw[k, -1], bundle.scaler.inverse(recon[k]), bundle.spec.feature_names
-            )
+            else top_sensors(errors[k], raw[k, -1], expected[k], bundle.spec.feature_names)
         )
         score = event.peak if k < 0 else float(out.scores[k])
         out.alerts.append(

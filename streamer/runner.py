@@ -78,7 +78,7 @@ class Streamer:
             int(carry * 60_000) if carry is not None else max_gap_ms,
             self.settings.min_sensor_share,
         )
-        return MachineWindows(bundle.spec, bundle.lookback, quality)
+        return MachineWindows(bundle.spec, bundle.lookback, quality, bundle.history)
 
     # The loop --------------------------------------------------------------------------
 
@@ -494,7 +494,8 @@ class Streamer:
             self.metrics.model_reloads.labels("refused").inc()
             log.error("refused model %s, keeping %s: %s", version, self.model.bundle.version, exc)
             return
-        rebuild = model.bundle.lookback != self.model.bundle.lookback
+        old, new = self.model.bundle, model.bundle
+        rebuild = (new.lookback, new.history) != (old.lookback, old.history)
         self.model = model
         for machine in self.windows.machines.values():
             # Thresholds start again from the new model's own prior: its scores differ.

@@ -16,10 +16,10 @@ import numpy as np
 
 from streamer.bundle import MANIFEST_FILE, MODEL_FILE, Bundle, load_bundle
 from streamer.calibrate import Calibration, CalibrationState, calibrate_many
+from streamer.detector import Detector, load_detector
 from streamer.episodes import EpisodePolicy, EpisodeState, Step, advance, close, scored_rows
 from streamer.errors import BundleError
 from streamer.leadtime import Verdict, WarningWindow
-from streamer.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +128,19 @@ def check_fits(candidate: Bundle, serving: Bundle) -> None:
             f"{candidate.path}: lookback {candidate.lookback}, but the serving windows hold "
             f"{serving.lookback} rows; train the candidate with --lookback {serving.lookback}"
         )
+    if candidate.history > serving.history:
+        raise BundleError(
+            f"{candidate.path}: its score reads {candidate.history} rows of history, the "
+            f"serving model keeps {serving.history}; serve it, or train the candidate with a "
+            "shorter history"
+        )
 
 
 class Shadow:
-    """A loaded candidate: its bundle, its compiled scorer and its own episodes."""
+    """A loaded candidate: its bundle, its compiled score and its own episodes."""
 
-    def __init__(self, bundle: Bundle, scorer: Scorer) -> None:
-        self.bundle, self.scorer = bundle, scorer
+    def __init__(self, bundle: Bundle, detector: Detector) -> None:
+        self.bundle, self.detector = bundle, detector
         self.episodes = ShadowEpisodes(
             bundle.threshold, bundle.episode_policy, bundle.warning, bundle.calibration
         )
@@ -149,13 +155,13 @@ class Shadow:
         """Load a candidate that fits the serving windows; raises BundleError otherwise."""
         bundle = load_bundle(folder, serving.spec.feature_names)
         check_fits(bundle, serving)
-        return cls(bundle, Scorer.load(bundle.model_path, bundle.lookback))
+        return cls(bundle, load_detector(bundle))
 
-    def run(self, raw: np.ndarray, steps: Sequence[Step]) -> ShadowOutcome:
-        """Score the batch's windows (sensor units) in one model call and follow episodes."""
+    def run(self, raw: np.ndarray, age: np.ndarray, steps: Sequence[Step]) -> ShadowOutcome:
+        """Score the batch's histories (sensor units) in one call and follow episodes."""
         scores = np.zeros(0)
         if len(raw):
-            scores = self.scorer.score(self.bundle.scaler.transform(raw))[0]
+            scores = self.detector.score(raw, np.minimum(age, raw.shape[1]), age).scores
         thresholds = self.episodes.thresholds(steps, scores)
         events, breaks = self.episodes.follow(steps, scores, thresholds)
         return ShadowOutcome(self.version, scores, events, breaks, thresholds)

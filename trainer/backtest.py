@@ -197,6 +197,7 @@ def _run_fold(
         settings.budget,
         min_lead=leads[0],
         max_lead=leads[1],
+        alert_share=method.alert_share,
     )
     decide, threshold = scores, choice.value
     result.thresholds.append(f"threshold {choice.value:.4g}")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from streamer.baseline import Baseline, recentre_table
 from streamer.features import FeatureSpec
+from streamer.history import deviation_table
 from trainer.data import MACHINE, Table
 from trainer.methods import Inputs
 from trainer.prepare import Prepared
@@ -57,6 +58,8 @@ def build(source: Source, inputs: Inputs) -> np.ndarray:
         rows, _ = recentre_table(Baseline(inputs.recentre), p.rows, p.times, p.groups, resets)
     elif inputs.rolling is not None:
         rows = _rolling_residuals(p, inputs.rolling, resets)
+    elif inputs.deviation is not None:
+        rows = deviation_table(p.rows, p.segments, inputs.deviation)
     parts = [rows]
     if inputs.diffs:
         parts.append(_differences(p))

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from streamer.head import TreeEnsemble, window_summary
+from streamer.history import ShortFeatures, feature_table
 from streamer.windows import make_windows
 from trainer.evaluate import next_break_of_row
 from trainer.prepare import Prepared
@@ -24,6 +25,14 @@ def window_features(
     return window_summary(windows), ends
 
 
+def recipe_features(
+    rows: np.ndarray, segments: np.ndarray, lookback: int, recipe: ShortFeatures | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row with a full window: the short-history features of its last row."""
+    _, ends = make_windows(rows[:, :1], segments, lookback)
+    return feature_table(rows, segments, recipe or ShortFeatures())[ends], ends
+
+
 def widened_labels(prepared: Prepared, widen_minutes: float) -> np.ndarray:
     """1 for rows with a break of their machine in the next ``widen_minutes``."""
     nxt = next_break_of_row(prepared)
@@ -31,22 +40,22 @@ def widened_labels(prepared: Prepared, widen_minutes: float) -> np.ndarray:
     return ((ahead > 0) & (ahead <= widen_minutes)).astype(np.int8)
 
 
-def fit_head(kind: str, features: np.ndarray, labels: np.ndarray, seed: int) -> Any:
-    """Gradient boosting (``gbm``) or logistic regression (``lr``) on the training windows."""
+def fit_head(
+    kind: str, features: np.ndarray, labels: np.ndarray, seed: int, rounds: str = "fixed"
+) -> Any:
+    """Gradient boosting (``gbm``) or logistic regression (``lr``) on the training windows.
+
+    With ``rounds="folds"`` the number of boosting rounds is the one that ranked best on
+    average over contiguous blocks of the training rows, each held out in turn: a fixed
+    number overfits a week with few breaks or underfits a month with many.
+    """
     if labels.min() == labels.max():
         raise ValueError("the training rows hold no break to learn from; use more training days")
     if kind == "gbm":
-        from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415
-
-        model: Any = HistGradientBoostingClassifier(
-            learning_rate=0.05,
-            max_iter=200,
-            max_leaf_nodes=15,
-            min_samples_leaf=40,
-            l2_regularization=1.0,
-            early_stopping=False,
-            random_state=seed,
-        )
+        iterations = _MAX_ROUNDS
+        if rounds == "folds":
+            iterations = choose_rounds(features, labels, seed)
+        model: Any = _boosting(iterations, seed)
     elif kind == "lr":
         from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
         from sklearn.pipeline import make_pipeline  # noqa: PLC0415
@@ -58,6 +67,45 @@ def fit_head(kind: str, features: np.ndarray, labels: np.ndarray, seed: int) -> 
     else:
         raise ValueError(f"unknown supervised head {kind!r}")
     return model.fit(features, labels)
+
+
+_MAX_ROUNDS = 200
+_FOLD_BLOCKS = 3
+_MIN_ROUNDS = 10
+
+
+def _boosting(iterations: int, seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415
+
+    return HistGradientBoostingClassifier(
+        learning_rate=0.05,
+        max_iter=iterations,
+        max_leaf_nodes=15,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=seed,
+    )
+
+
+def choose_rounds(features: np.ndarray, labels: np.ndarray, seed: int) -> int:
+    """Rounds with the best mean ROC AUC over contiguous held-out blocks of the rows."""
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+    blocks = np.array_split(np.arange(len(labels)), _FOLD_BLOCKS)
+    curves = []
+    for held in blocks:
+        train = np.ones(len(labels), dtype=bool)
+        train[held] = False
+        if np.ptp(labels[held]) == 0 or np.ptp(labels[train]) == 0:
+            continue  # a block without a break (or all of them) ranks nothing
+        model = _boosting(_MAX_ROUNDS, seed).fit(features[train], labels[train])
+        staged = model.staged_decision_function(features[held])
+        curves.append([roc_auc_score(labels[held], s) for s in staged])
+    if not curves:
+        return _MAX_ROUNDS
+    mean = np.mean(curves, axis=0)
+    return max(_MIN_ROUNDS, int(np.argmax(mean)) + 1)
 
 
 def head_scores(model: Any, features: np.ndarray) -> np.ndarray:

@@ -56,8 +56,11 @@ def choose_threshold(
     target_fpr: float = 0.05,
     min_lead: float = 2.0,
     max_lead: float = 20.0,
+    alert_share: float = 1.0,
 ) -> ThresholdChoice:
-    """Pick the threshold on the rows in ``mask`` (the validation rows) by ``objective``."""
+    """Pick the threshold on the rows in ``mask`` (the validation rows) by ``objective``;
+    with ``alert_share`` below 1, the ``events`` objective keeps at most that share of the
+    validation rows in alert."""
     idx = np.flatnonzero(np.asarray(mask, dtype=bool) & np.isfinite(scores))
     if idx.size == 0:
         raise ValueError("no scored validation rows to choose a threshold on")
@@ -73,7 +76,10 @@ def choose_threshold(
         raise ValueError(f"unknown threshold objective {objective!r}; one of {list(OBJECTIVES)}")
     in_range = breaks_in_range(prepared, idx)
     best: tuple[float, float, float] | None = None
+    floor = float(np.quantile(values, 1.0 - alert_share)) if alert_share < 1.0 else -np.inf
     for value in candidates(values):
+        if value < floor:
+            continue
         res = event_result(
             prepared, idx, values, float(value), policy, in_range, min_lead, max_lead
         )
@@ -85,6 +91,8 @@ def choose_threshold(
         if best is None or key > best:
             best = key
     params = {"budget_per_day": budget, "min_lead": min_lead, "max_lead": max_lead}
+    if alert_share < 1.0:
+        params["alert_share"] = alert_share
     if best is None:
         # Nothing meets the budget: take the quietest threshold and say so.
         value = float(values.max())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,13 @@ from trainer.ensemble import combine
 from trainer.inputs import Source
 from trainer.methods import AUTOENCODERS, Inputs, Method, Part
 from trainer.models import ModelConfig, fit_model
-from trainer.supervised import fit_head, head_scores, widened_labels, window_features
+from trainer.supervised import (
+    fit_head,
+    head_scores,
+    recipe_features,
+    widened_labels,
+    window_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,11 @@ class FoldScores:
         self.residuals: dict[tuple[str, Inputs, int], tuple[np.ndarray, np.ndarray]] = {}
         self.parts: dict[Part, np.ndarray] = {}
         self.seconds: dict[str, float] = {}
+        # What was trained, for a bundle to carry: (model, scaler, training history) per
+        # autoencoder key, the error score per part, the fitted head per supervised part.
+        self.trained: dict[tuple[str, Inputs, int], tuple[Any, Scaler, dict[str, Any]]] = {}
+        self.error_scores: dict[Part, ErrorScore] = {}
+        self.heads: dict[Part, Any] = {}
 
     def method(self, method: Method) -> np.ndarray:
         """The method's score: its parts combined, then smoothed."""
@@ -66,6 +78,10 @@ class FoldScores:
             self.seconds[str(part)] = time.perf_counter() - started
         return self.parts[part]
 
+    def lookback(self, part: Part) -> int:
+        """The part's window length."""
+        return self._lookback(part)
+
     def _lookback(self, part: Part) -> int:
         return part.lookback or self.options.lookback
 
@@ -73,7 +89,7 @@ class FoldScores:
         prepared = self.source.prepared
         ends, residuals = self._residuals(part)
         normal_val = self.val[ends] & (prepared.labels[ends] == 0)
-        errors = ErrorScore.fit(part.errors, residuals[normal_val])
+        errors = self.error_scores[part] = ErrorScore.fit(part.errors, residuals[normal_val])
         scores = np.full(len(prepared), np.nan)
         scores[ends] = errors.score(residuals)
         return scores
@@ -87,14 +103,16 @@ class FoldScores:
             windows, ends = make_windows(rows, prepared.segments, key[2])
             normal = prepared.labels[ends] == 0
             train = self.train[ends] & normal
-            scaled = Scaler.fit(rows[ends[train]]).transform(windows)
-            model, _ = fit_model(
+            scaler = Scaler.fit(rows[ends[train]])
+            scaled = scaler.transform(windows)
+            model, history = fit_model(
                 ModelConfig(kind=part.model, epochs=opts.epochs),
                 scaled[train],
                 scaled[self.val[ends] & normal],
                 opts.seed,
                 opts.progress,
             )
+            self.trained[key] = (model, scaler, history)
             recon = Scorer(model, key[2]).reconstruct(scaled)
             self.residuals[key] = (ends, scaled[:, -1, :] - recon)
         return self.residuals[key]
@@ -102,10 +120,15 @@ class FoldScores:
     def _supervised_score(self, part: Part) -> np.ndarray:
         prepared = self.source.prepared
         rows = self.source.rows(part.inputs)
-        features, ends = window_features(rows, prepared.segments, self._lookback(part))
+        if part.recipe:
+            features, ends = recipe_features(rows, prepared.segments, self._lookback(part))
+        else:
+            features, ends = window_features(rows, prepared.segments, self._lookback(part))
         labels = widened_labels(prepared, self.options.widen_minutes)[ends]
         train = self.train[ends]
-        head = fit_head(part.model, features[train], labels[train], self.options.seed)
+        rounds = "folds" if part.recipe else "fixed"
+        head = fit_head(part.model, features[train], labels[train], self.options.seed, rounds)
+        self.heads[part] = head
         scores = np.full(len(prepared), np.nan)
         scores[ends] = head_scores(head, features)
         return scores

@@ -135,7 +135,7 @@ def _messages(machines: int = 3, rows: int = 240) -> list[Message]:
 def _windows(model: Model) -> MachineWindows:
     bundle = model.bundle
     gap = int(bundle.max_gap_minutes * 60_000)
-    return MachineWindows(bundle.spec, bundle.lookback, DataQuality(gap, gap))
+    return MachineWindows(bundle.spec, bundle.lookback, DataQuality(gap, gap), bundle.history)
 
 
 def test_streamer_thresholds_equal_the_trainers_table_and_alerts_carry_them(models):
@@ -144,7 +144,7 @@ def test_streamer_thresholds_equal_the_trainers_table_and_alerts_carry_them(mode
     windows = _windows(adaptive)
     scored: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     alerts = []
-    shadow = Shadow(adaptive.bundle, adaptive.scorer)
+    shadow = Shadow(adaptive.bundle, adaptive.detector)
     for lo in range(0, len(messages), 97):  # batches that cut machines' rows anywhere
         batch = messages[lo : lo + 97]
         outcome = process(adaptive, windows, batch, 65_536, START_MS, shadow)

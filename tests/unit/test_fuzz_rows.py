@@ -905,7 +905,7 @@ def run_batches(
     quality = DataQuality(
         int(bundle.max_gap_minutes * 60_000), int(bundle.max_gap_minutes * 60_000)
     )
-    windows = MachineWindows(bundle.spec, bundle.lookback, quality)
+    windows = MachineWindows(bundle.spec, bundle.lookback, quality, bundle.history)
     result: dict[str, Any] = {
         "scores": {},
         "unscored": Counter(),

@@ -332,7 +332,7 @@ def alerts_of_a_stretch(model: Model) -> tuple[list[dict[str, Any]], list[list[f
     quality = DataQuality(
         int(bundle.max_gap_minutes * 60_000), int(bundle.max_gap_minutes * 60_000)
     )
-    windows = MachineWindows(bundle.spec, bundle.lookback, quality)
+    windows = MachineWindows(bundle.spec, bundle.lookback, quality, bundle.history)
     rng = np.random.default_rng(5)
     # Values with six distinct decimals, so that any of them in an alert can be spotted.
     level = np.r_[np.zeros(12), np.full(8, 6.0), np.zeros(12)]

@@ -201,20 +201,20 @@ class Message:
 
 
 class Counting:
-    """Wraps a scorer and counts its model calls."""
+    """Wraps a detector and counts its calls."""
 
-    def __init__(self, scorer):
-        self.scorer, self.calls = scorer, 0
+    def __init__(self, detector):
+        self.detector, self.calls = detector, 0
 
-    def score(self, windows):
+    def score(self, history, valid, age):
         self.calls += 1
-        return self.scorer.score(windows)
+        return self.detector.score(history, valid, age)
 
 
 def test_the_candidate_scores_the_same_windows_in_one_call_and_publishes_nothing(bundles):
     serving = Model.load(bundles["serving"])
     candidate = Shadow.load(bundles["c1"], serving.bundle)
-    calls = candidate.scorer = Counting(candidate.scorer)
+    calls = candidate.detector = Counting(candidate.detector)
     windows = MachineWindows(serving.bundle.spec, 3, DataQuality(10 * MIN, 10 * MIN))
     # A and B run normally, then A's sensors rise: score 4 from minute 8 (over the
     # candidate's threshold of 1, under the serving one of 5) and 9 at minute 10; A breaks.
