@@ -22,8 +22,10 @@ from streamer.archive_settings import ArchiveSettings
 from streamer.archive_store import ArchiveStore
 from streamer.archive_writer import ArchiveWriter
 from streamer.health import HealthCollector
+from streamer.outage import throttle, wait_for_broker
 
 log = logging.getLogger(__name__)
+_broker_log = logging.getLogger(f"{__name__}.broker")  # throttled: clients repeat themselves
 _TIMEOUT = 30.0
 _PROBE_EVERY = 5.0
 
@@ -50,11 +52,18 @@ class Archiver:
         self._cooperative = "cooperative" in strategy
 
     def run(self) -> None:
-        """Consume until stopped; a clean stop flushes first, a failure commits nothing more."""
+        """Wait for the broker, then consume until stopped; a clean stop flushes first, a
+        failure commits nothing more."""
         settings, writer = self.settings, self.writer
-        consumer = self._consumer = self.consumer_factory(settings.consumer_config())
+        config = {**settings.consumer_config(), "error_cb": self._client_error}
+        throttle(config["logger"])
+        throttle(_broker_log)
+        consumer = self._consumer = self.consumer_factory(config)
         clean = False
         try:
+            if not wait_for_broker(self._answers, self.stop, self.health, "archiver"):
+                clean = True
+                return
             consumer.subscribe(
                 [settings.topic],
                 on_assign=self._on_assign,
@@ -82,6 +91,19 @@ class Archiver:
                 writer.drop(list(writer.buffers))
             consumer.close()
             self._consumer = None
+
+    def _answers(self, timeout: float) -> None:
+        """Raises unless the broker answers a metadata request within ``timeout``."""
+        self.health.polled()  # alive while waiting
+        self._consumer.list_topics(self.settings.topic, timeout=timeout)
+
+    def _client_error(self, error: KafkaError) -> None:
+        """The consumer's client-wide errors; librdkafka reconnects by itself."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.health.broker_lost()
+            _broker_log.warning("lost every broker connection (%s); reconnecting", error.str())
+        else:
+            _broker_log.debug("client error: %s", error)
 
     def _commit(self, offsets: Mapping[int, int]) -> bool:
         """Commit synchronously; on failure the files stay, for the next commit or a restart."""

@@ -77,7 +77,9 @@ def newest(
 ) -> dict[str, Checkpoint]:
     """Per machine, the newest usable state: of this model version and histogram size,
     for a row before offset ``before`` (later ones belong to uncommitted batches), and
-    not older than ``since_minutes`` (an uninterrupted streamer would have evicted it)."""
+    not older than ``since_minutes`` (a bound on how far back a rebuild reads; whether the
+    machine was idle is decided by its windows at its next row, as an uninterrupted
+    streamer decides it)."""
     out: dict[str, Checkpoint] = {}
     skipped = 0
     for value in values:

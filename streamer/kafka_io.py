@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamer.broker import create_topics
+from streamer.broker import BrokerError
+from streamer.outage import throttle
 from streamer.settings import StreamerSettings
 
 log = logging.getLogger(__name__)
@@ -18,9 +23,22 @@ log = logging.getLogger(__name__)
 _CLIENT_LOG = logging.getLogger("librdkafka")
 
 
+@dataclass(frozen=True)
+class KafkaClients:
+    """How the loop builds its clients, each from a configuration; tests pass fakes."""
+
+    consumer: Callable[[dict[str, Any]], Any] = Consumer
+    producer: Callable[[dict[str, Any]], Any] = Producer
+    admin: Callable[[dict[str, Any]], Any] = AdminClient
+
+
 def client_config(settings: StreamerSettings) -> dict[str, Any]:
-    """Connection and security properties, with librdkafka's log lines sent to logging."""
-    return {**settings.kafka.client_config(), "logger": _CLIENT_LOG}
+    """Connection and security properties, with librdkafka's log lines sent to logging.
+
+    A broker that is down makes every client log the same failed connection several times
+    a second: the first of each kind is logged, then a count once per interval.
+    """
+    return {**settings.kafka.client_config(), "logger": throttle(_CLIENT_LOG)}
 
 
 def consumer_config(settings: StreamerSettings) -> dict[str, Any]:
@@ -56,29 +74,59 @@ def producer_config(settings: StreamerSettings) -> dict[str, Any]:
     return config
 
 
-def reader(settings: StreamerSettings) -> Consumer:
+def reader_config(settings: StreamerSettings) -> dict[str, Any]:
     """A consumer outside the group, for reading a partition back (window rebuilds)."""
-    return Consumer(
-        {
-            **client_config(settings),
-            "group.id": f"{settings.group_id}-replay",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
+    return {
+        **client_config(settings),
+        "group.id": f"{settings.group_id}-replay",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+    }
 
 
-def ensure_topic(settings: StreamerSettings, name: str, partitions: int, timeout: float) -> int:
-    """Create a compacted topic unless it exists; returns its number of partitions."""
-    created = create_topics(
-        settings.kafka.bootstrap_servers,
-        {name: partitions},
-        timeout=timeout,
-        config={"cleanup.policy": "compact"},
-        client=client_config(settings),
-    )
-    return created[name]
+def reader(settings: StreamerSettings) -> Consumer:
+    """The rebuild reader as a confluent-kafka consumer."""
+    return Consumer(reader_config(settings))
+
+
+def ensure_topic(admin: Any, name: str, partitions: int, timeout: float) -> int:
+    """Create a compacted topic through ``admin`` unless it exists; returns its partitions."""
+    new = NewTopic(name, partitions, 1, config={"cleanup.policy": "compact"})
+    future = admin.create_topics([new], request_timeout=timeout)[name]
+    try:
+        error = future.exception(timeout=timeout)
+    except FutureTimeoutError as exc:
+        raise BrokerError(f"creating topic {name!r} took more than {timeout} s") from exc
+    code = error.args[0] if error is not None and error.args else None
+    if error is not None and not (
+        isinstance(code, KafkaError) and code.code() == KafkaError.TOPIC_ALREADY_EXISTS
+    ):
+        raise BrokerError(f"could not create topic {name!r}: {error}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(name, timeout=timeout).topics.get(name)
+        if topic is not None and topic.error is None and topic.partitions:
+            return len(topic.partitions)
+        time.sleep(0.05)
+    raise BrokerError(f"topic {name!r} is not in the metadata {timeout} s after its creation")
+
+
+def retry(call: Callable[[float], Any], stopping: Callable[[], bool], step: float = 1.0) -> bool:
+    """Call ``call(timeout)`` with short timeouts until it succeeds (True) or ``stopping()``
+    turns true (False), so a broker out of reach never holds up a stop for long. Errors that
+    a retry cannot mend are raised."""
+    while not stopping():
+        try:
+            call(step)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not (isinstance(error, KafkaError) and error.retriable()):
+                raise
+            log.debug("retrying after %s", error)
+            continue
+        return True
+    return False
 
 
 def dead_letter(producer: Producer, topic: str, message: Message, reason: str, text: str) -> None:

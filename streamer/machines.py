@@ -6,7 +6,7 @@ with the same features takes over the windows as they are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,12 +31,15 @@ class DataQuality:
     A missing or null sensor carries its last value forward for up to ``carry_ms``; past
     that the machine is degraded and its window restarts. A gap between rows longer than
     ``max_gap_ms`` restarts the window. A row naming fewer than ``min_sensor_share`` of
-    the model's sensors is from another sensor set and is dead-lettered.
+    the model's sensors is from another sensor set and is dead-lettered. A machine whose
+    last row lies more than ``idle_ms`` behind its partition's newest row is idle: it is
+    forgotten, and starts afresh if it comes back (None: never).
     """
 
     max_gap_ms: int
     carry_ms: int
     min_sensor_share: float = 0.5
+    idle_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +82,10 @@ class MachineWindows:
         self.width = len(spec.feature_names)
         self.machines: dict[str, Machine] = {}
         self.resumed: dict[str, tuple[int, Checkpoint]] = {}  # taken up at first sight
+        # Per partition, the newest accepted row's time: the clock idleness is read on, so
+        # a machine's fate depends on its partition's rows in order, never on wall-clock
+        # time, batch boundaries or how the partitions of a backlog interleave.
+        self.progress: dict[int, int] = {}
 
     def resume(self, partition: int, checkpoints: dict[str, Checkpoint]) -> None:
         """Machines of ``partition`` start from these states when they next appear."""
@@ -88,9 +95,13 @@ class MachineWindows:
     def __len__(self) -> int:
         return len(self.machines)
 
-    def get(self, machine_id: str, partition: int) -> Machine:
-        """The machine's state, created empty on first sight."""
+    def get(self, machine_id: str, partition: int, ts_ms: int = -1) -> Machine:
+        """The machine's state, created empty on first sight or when it was idle as of a row
+        at ``ts_ms`` (the same verdict :meth:`evict_idle` reaches, whenever it runs)."""
         machine = self.machines.get(machine_id)
+        if machine is not None and self._idle(machine.last_ts, partition, ts_ms):
+            del self.machines[machine_id]
+            machine = None
         if machine is None:
             machine = Machine(
                 window=np.zeros((self.length, self.width), np.float32),
@@ -100,7 +111,7 @@ class MachineWindows:
             )
             self.machines[machine_id] = machine
             resumed = self.resumed.pop(machine_id, None)
-            if resumed is not None:
+            if resumed is not None and not self._idle(_row_ts(resumed[1]), partition, ts_ms):
                 checkpoint = resumed[1]
                 machine.calibration = checkpoint.state
                 machine.calibrated_through = checkpoint.offset
@@ -173,12 +184,16 @@ class MachineWindows:
         keep_ready: bool,
     ) -> Observation:
         self._check_named(known)
-        machine = self.get(row.machine_id, partition)
+        held = self.machines.get(row.machine_id)
+        machine = self.get(row.machine_id, partition, row.ts_ms)
+        if held is not None and machine is not held:
+            batch.forget(row.machine_id)  # it was idle: what the batch holds of it is void
         if row.ts_ms <= machine.last_ts:
             raise RowRejected(
                 OUT_OF_ORDER,
                 f"ts {row.ts_ms} is not after the machine's last row at {machine.last_ts}",
             )
+        self.progress[partition] = max(self.progress.get(partition, -1), row.ts_ms)
         restarted = ""
         if machine.last_ts >= 0 and row.ts_ms - machine.last_ts > self.quality.max_gap_ms:
             machine.count, restarted = 0, "gap"
@@ -220,18 +235,42 @@ class MachineWindows:
             del self.machines[machine_id]
         for machine_id in [m for m, (p, _) in self.resumed.items() if p in partitions]:
             del self.resumed[machine_id]
+        for partition in partitions:
+            self.progress.pop(partition, None)
         return len(gone)
 
-    def evict_idle(self, now_ts_ms: int, idle_ms: int) -> int:
-        """Forget machines whose last row is older than ``idle_ms``."""
-        gone = [m for m, s in self.machines.items() if now_ts_ms - s.last_ts > idle_ms]
+    def evict_idle(self, partitions: Iterable[int] | None = None) -> int:
+        """Forget the idle machines of ``partitions`` (all by default); returns how many.
+
+        Only memory depends on when this runs: a machine idle now would start afresh at its
+        next row anyway, since a partition's newest time never goes back.
+        """
+        wanted = set(self.progress) if partitions is None else set(partitions)
+        gone = [
+            m
+            for m, s in self.machines.items()
+            if s.partition in wanted and self._idle(s.last_ts, s.partition)
+        ]
         for machine_id in gone:
             del self.machines[machine_id]
         return len(gone)
 
+    def _idle(self, last_ts: int, partition: int, ts_ms: int = -1) -> bool:
+        """Whether a machine last seen at ``last_ts`` is idle on its partition's clock, as
+        advanced to ``ts_ms`` by a row of its own."""
+        idle_ms = self.quality.idle_ms
+        if idle_ms is None or last_ts < 0:
+            return False
+        return max(self.progress.get(partition, -1), ts_ms) - last_ts > idle_ms
+
     def warming(self) -> int:
         """Machines whose window is not yet full."""
         return sum(1 for s in self.machines.values() if s.count < self.lookback)
+
+
+def _row_ts(checkpoint: Checkpoint) -> int:
+    """The time of the row a checkpoint was taken at (its machine's last row then)."""
+    return round(checkpoint.state.last_minutes * 60_000)
 
 
 class _Batch:
@@ -260,6 +299,11 @@ class _Batch:
         del recent[0]
         recent.append(i)
         return recent
+
+    def forget(self, machine_id: str) -> None:
+        """Drop what the batch holds of a machine that was just replaced by a fresh one."""
+        for held in (self.machines, self.recent, self.fresh):
+            held.pop(machine_id, None)
 
     def settle(self, machine_id: str) -> None:
         """Write the machine's latest complete row to its carried-forward values."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -11,28 +12,33 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer import kafka_io
-from streamer.broker import BrokerError
 from streamer.bundle import Registry
 from streamer.checkpoint import Checkpoint
 from streamer.checkpoint import encode as encode_checkpoint
-from streamer.checkpoint import newest as newest_checkpoints
-from streamer.errors import BundleError
+from streamer.errors import BundleError, SheetBreakError
 from streamer.health import Health, HealthCollector
 from streamer.machines import DataQuality, MachineWindows
 from streamer.metrics import StreamerMetrics, observe_many
+from streamer.outage import throttle, wait_for_broker
 from streamer.pipeline import BatchOutcome, Model, process
-from streamer.rows import RowRejected, decode_row
+from streamer.replay import Rebuilder
 from streamer.settings import StreamerSettings
 from streamer.shadow import LOADED, REFUSED, Shadow, ShadowSource
 
 log = logging.getLogger(__name__)
+_broker_log = logging.getLogger(f"{__name__}.broker")  # throttled: clients repeat themselves
+
+Message = Any  # a confluent-kafka message, or a test's stand-in with the same methods
 
 _TIMEOUT = 30.0
 _LAG_EVERY = 5.0
-_EVICT_EVERY = 60.0
+
+
+class StoppedError(SheetBreakError):
+    """A stop was asked for while a batch waited on the broker; the batch is not committed."""
 
 
 class Streamer:
@@ -44,9 +50,12 @@ class Streamer:
         metrics: StreamerMetrics,
         stop: threading.Event,
         on_alert: Callable[[dict[str, Any]], None] | None = None,
+        clients: kafka_io.KafkaClients | None = None,
     ) -> None:
         self.settings, self.metrics, self.stop = settings, metrics, stop
         self.on_alert = on_alert
+        self.clients = clients or kafka_io.KafkaClients()
+        self.rebuilder = Rebuilder(settings, self.clients, metrics)
         self.registry = Registry(settings.registry)
         self.model = Model.load(self.registry.current_path())
         self.health = Health(lambda: self.model.bundle.version)
@@ -55,11 +64,9 @@ class Streamer:
         self.refused: set[str] = set()
         self.committed: dict[int, int] = {}
         self.assigned: set[int] = set()
-        self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
-        self._reader: Consumer | None = None
+        self._consumer: Any = None
+        self._producer: Any = None
         self._stale: set[int] = set()
-        self._state_partitions: int | None = None  # of the state topic, once known
         self._row_seconds = 0.0  # the last batch's time per row, which bounds the next batch
         metrics.use_model(self.model.bundle.version, self.model.bundle.threshold)
         log.info("using model %s (%s)", self.model.bundle.version, _threshold_text(self.model))
@@ -77,59 +84,85 @@ class Streamer:
             max_gap_ms,
             int(carry * 60_000) if carry is not None else max_gap_ms,
             self.settings.min_sensor_share,
+            int(self.settings.idle_minutes * 60_000),
         )
         return MachineWindows(bundle.spec, bundle.lookback, quality, bundle.history)
 
     # The loop --------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Consume until stopped; always leaves the group cleanly."""
+        """Wait for the broker, then consume until stopped; always leaves the group cleanly."""
         settings = self.settings
-        consumer = Consumer({**kafka_io.consumer_config(settings), "error_cb": self._client_error})
-        producer = Producer(
+        throttle(_broker_log)
+        consumer = self.clients.consumer(
+            {**kafka_io.consumer_config(settings), "error_cb": self._client_error}
+        )
+        producer = self.clients.producer(
             {
                 **kafka_io.producer_config(settings),
+                "error_cb": self._client_error,
                 "on_delivery": kafka_io.on_delivery_error(self._delivery_failed),
             }
         )
         self._consumer, self._producer = consumer, producer
         try:
-            if settings.transactions:
-                producer.init_transactions(_TIMEOUT)
-            consumer.subscribe(
-                [settings.topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_revoke,
-            )
-            last_lag = last_reload = last_evict = time.monotonic()
-            while not self.stop.is_set():
-                messages = self._poll(consumer)
-                self.health.polled()
-                good = [m for m in messages if self._usable(m)]
-                if good:
-                    self._handle(good)
-                now = time.monotonic()
-                if now - last_reload >= settings.reload_seconds:
-                    self._maybe_reload()
-                    self._check_shadow()
-                    last_reload = now
-                if now - last_lag >= _LAG_EVERY:
-                    self._report_lag()
-                    self.health.probe(consumer, settings.topic)
-                    last_lag = now
-                if now - last_evict >= _EVICT_EVERY:
-                    self._evict()
-                    last_evict = now
+            if self._connect(consumer, producer):
+                consumer.subscribe(
+                    [settings.topic],
+                    on_assign=self._on_assign,
+                    on_revoke=self._on_revoke,
+                    on_lost=self._on_revoke,
+                )
+                self._loop(consumer)
+        except StoppedError:
+            log.info("stopped while a batch waited on the broker; it was not committed")
         finally:
             log.info("stopping: closing the consumer and flushing the producer")
             consumer.close()
-            producer.flush(_TIMEOUT)
-            if self._reader is not None:
-                self._reader.close()
-            self._consumer = self._producer = self._reader = None
+            producer.flush(1.0)  # a transaction holds every record; nothing else waits
+            self.rebuilder.close()
+            self._consumer = self._producer = None
 
-    def _poll(self, consumer: Consumer) -> list[Message]:
+    def _connect(self, consumer: Any, producer: Any) -> bool:
+        """Wait until the broker answers, then take up the transactional id; False if a
+        stop came first."""
+
+        def probe(timeout: float) -> None:
+            self.health.polled()  # alive while waiting
+            producer.poll(0)  # serves the clients' logs and errors
+            consumer.list_topics(self.settings.topic, timeout=timeout)
+
+        if not wait_for_broker(probe, self.stop, self.health, self.settings.instance_id):
+            return False
+        return not self.settings.transactions or kafka_io.retry(
+            producer.init_transactions, self.stop.is_set
+        )
+
+    def _loop(self, consumer: Any) -> None:
+        settings = self.settings
+        last_lag = last_reload = time.monotonic()
+        while not self.stop.is_set():
+            messages = self._poll(consumer)
+            self.health.polled()
+            good = [m for m in messages if self._usable(m)]
+            if good:
+                self._handle(good)
+            now = time.monotonic()
+            if now - last_reload >= settings.reload_seconds:
+                self._maybe_reload()
+                self._check_shadow()
+                last_reload = now
+            if now - last_lag >= _LAG_EVERY:
+                self._report_lag()
+                self.health.probe(consumer, settings.topic)
+                last_lag = now
+
+    def _retry(self, call: Callable[[float], Any]) -> None:
+        """A broker call with short timeouts until it succeeds; StoppedError if stopped first."""
+        if not kafka_io.retry(call, self.stop.is_set):
+            raise StoppedError("stopped while waiting for the broker")
+
+    def _poll(self, consumer: Any) -> list[Message]:
         """Wait for the first row only, then take what has already arrived, up to a limit.
 
         A light stream is scored as it comes, never held back to fill a batch; under load the
@@ -173,6 +206,7 @@ class Streamer:
             self._recover(exc)
             return
         self._record(messages, outcome)
+        self._evict({m.partition() or 0 for m in messages})
         self._row_seconds = (time.monotonic() - started) / len(messages)
 
     def _due_checkpoints(
@@ -180,14 +214,14 @@ class Streamer:
     ) -> list[tuple[int, Checkpoint]]:
         """The machines of this batch whose adaptive-threshold state is due to be written,
         as of their last scored row in it."""
-        if not outcome.machines or not self._state_ready():
+        partitions = self.rebuilder.state_partitions() if outcome.machines else 0
+        if not partitions:
             return []
         last: dict[str, Message] = {}
         for index, machine_id in zip(outcome.scored, outcome.machines, strict=True):
             last[machine_id] = messages[index]
         due = []
         version, every = self.model.bundle.version, self.settings.checkpoint_minutes
-        partitions = self._state_ready()
         for machine_id, message in last.items():
             machine = self.windows.machines.get(machine_id)
             state = machine.calibration if machine is not None else None
@@ -234,14 +268,13 @@ class Streamer:
                 partition=partition,
             )
         if settings.transactions:
-            producer.send_offsets_to_transaction(
-                offsets, consumer.consumer_group_metadata(), _TIMEOUT
-            )
-            producer.commit_transaction(_TIMEOUT)
-            # The same offsets once more through the group, after the transaction holds
-            # them: redundant on Kafka, but the embedded broker keeps only one partition
-            # of a transactional offset commit.
-            consumer.commit(offsets=offsets, asynchronous=True)
+            group = consumer.consumer_group_metadata()
+            # One request per partition, all in the one transaction: Kafka takes them as one
+            # commit, and the embedded broker keeps only one partition of a request naming
+            # several. The offsets are never committed outside the transaction.
+            for tp in offsets:
+                self._retry(functools.partial(_send_offsets, producer, [tp], group))
+            self._retry(producer.commit_transaction)
         else:
             producer.flush(_TIMEOUT)
             consumer.commit(offsets=offsets, asynchronous=False)
@@ -275,12 +308,12 @@ class Streamer:
         metrics.warming.set(self.windows.warming())
 
     def _client_error(self, error: KafkaError) -> None:
-        """The consumer's client-wide errors, served by its polls; librdkafka reconnects."""
+        """The clients' client-wide errors, served by their polls; librdkafka reconnects."""
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.health.broker_lost()
-            log.warning("lost every broker connection (%s); reconnecting", error.str())
+            _broker_log.warning("lost every broker connection (%s); reconnecting", error.str())
         else:
-            log.debug("client error: %s", error)
+            _broker_log.debug("client error: %s", error)
 
     def _delivery_failed(self) -> None:
         log.error("a record was not delivered; the transaction will not commit")
@@ -292,19 +325,21 @@ class Streamer:
         if error is not None and hasattr(error, "fatal") and error.fatal():
             raise exc
         log.error("transaction failed (%s); aborting and rewinding to committed offsets", exc)
-        self._producer.abort_transaction(_TIMEOUT)
+        consumer = self._consumer
+        self._retry(self._producer.abort_transaction)
         partitions = [TopicPartition(self.settings.topic, p) for p in self.assigned]
-        committed = self._consumer.committed(partitions, _TIMEOUT)
+        committed: list[TopicPartition] = []
+        self._retry(lambda t: committed.extend(consumer.committed(partitions, t)))
         self.windows = self._new_windows()
         self._sync_shadow()
         for tp in committed:
             offset = max(tp.offset, 0)
-            self._replay(tp.partition, offset)
-            self._consumer.seek(TopicPartition(self.settings.topic, tp.partition, offset))
+            self._rebuild(tp.partition, offset)
+            consumer.seek(TopicPartition(self.settings.topic, tp.partition, offset))
 
     # Rebalances: windows move with partitions ------------------------------------------
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("assigned").inc()
         self.health.joined()
         committed = consumer.committed(partitions, _TIMEOUT)
@@ -315,7 +350,7 @@ class Streamer:
             if not kept:
                 self.windows.drop_partitions({tp.partition})
                 self._sync_shadow()
-                self._replay(tp.partition, start)
+                self._rebuild(tp.partition, start)
             self.assigned.add(tp.partition)
             if tp.offset >= 0:
                 self.committed[tp.partition] = tp.offset
@@ -329,7 +364,7 @@ class Streamer:
             sorted(tp.partition for tp in partitions),
         )
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Keep the windows until the next assignment: if the same partitions come back at
         # the offsets this member committed, nothing needs rebuilding.
         self.metrics.rebalances.labels("revoked").inc()
@@ -345,134 +380,8 @@ class Streamer:
             sorted(tp.partition for tp in partitions),
         )
 
-    def _replay(self, partition: int, end: int) -> None:
-        """Read back the rows just before ``end`` so windows and episodes are as they were,
-        and each machine's adaptive threshold resumes from its latest checkpoint."""
-        if end <= 0:
-            return
-        reader = self._reader or kafka_io.reader(self.settings)
-        self._reader = reader
-        low, _ = reader.get_watermark_offsets(
-            TopicPartition(self.settings.topic, partition), _TIMEOUT
-        )
-        start, last_ts = self._replay_start(reader, partition, low, end)
-        checkpoints = self._checkpoints(reader, partition, end, last_ts)
-        if checkpoints:
-            # Each machine's rows after its checkpoint are replayed into its histogram.
-            start = max(low, min(start, min(c.offset for c in checkpoints.values()) + 1))
-            self.windows.resume(partition, checkpoints)
-        messages = self._read(reader, partition, start, end)
-        if messages:
-            process(self.model, self.windows, messages, self.settings.max_row_bytes, 0, self.shadow)
-        self.metrics.replayed.inc(len(messages))
-        self.metrics.rows_unscored.labels("replay").inc(len(messages))
-        log.info(
-            "partition %d: rebuilt windows from %d rows (offsets %d to %d), %d machines' "
-            "thresholds from checkpoints",
-            partition,
-            len(messages),
-            start,
-            end,
-            len(checkpoints),
-        )
-
-    def _checkpoints(
-        self, reader: Consumer, partition: int, end: int, last_ts: int | None
-    ) -> dict[str, Checkpoint]:
-        """The partition's newest usable adaptive-threshold states (none for a fixed one)."""
-        calibration = self.model.bundle.calibration
-        if calibration is None or last_ts is None:
-            return {}
-        if partition >= self._state_ready():
-            return {}
-        topic = self.settings.state_topic
-        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), _TIMEOUT)
-        records = self._read(reader, partition, low, high, topic) if high > low else []
-        since = last_ts / 60_000 - self.settings.idle_minutes
-        return newest_checkpoints(
-            (m.value() for m in records), end, self.model.bundle.version, calibration, since
-        )
-
-    def _state_ready(self) -> int:
-        """Partitions of the state topic, created on first need with the rows topic's
-        partitions (0: checkpoints are off, and a rebuilt machine's threshold starts from
-        the bundle's prior)."""
-        if self._state_partitions is None:
-            self._state_partitions = self._state_topic()
-        return self._state_partitions
-
-    def _state_topic(self) -> int:
-        settings = self.settings
-        self._reader = self._reader or kafka_io.reader(settings)
-        try:
-            rows = self._reader.list_topics(settings.topic, _TIMEOUT).topics[settings.topic]
-            count = kafka_io.ensure_topic(
-                settings, settings.state_topic, len(rows.partitions), _TIMEOUT
-            )
-        except (BrokerError, KafkaException, KeyError) as exc:
-            log.error(
-                "no state topic %s (%s): after a rebuild, adaptive thresholds restart from "
-                "the bundle's prior",
-                settings.state_topic,
-                exc,
-            )
-            return 0
-        log.info("state topic %s: %d partitions", settings.state_topic, count)
-        return count
-
-    def _replay_start(
-        self, reader: Consumer, partition: int, low: int, end: int
-    ) -> tuple[int, int | None]:
-        """Step back (x4 each time) until the rows reach ``replay_minutes`` before ``end``;
-        also the time of the row at ``end - 1``."""
-        last = self._first_ts(self._read(reader, partition, end - 1, end))
-        if last is None:
-            return max(low, end - 1), None
-        span_ms = self.settings.replay_minutes * 60_000
-        step = 256
-        start = max(low, end - step)
-        while start > low:
-            first = self._first_ts(self._read(reader, partition, start, min(end, start + 16)))
-            if first is not None and first <= last - span_ms:
-                break
-            step *= 4
-            start = max(low, end - step)
-        return start, last
-
-    @staticmethod
-    def _first_ts(messages: list[Message]) -> int | None:
-        for message in messages:
-            try:
-                return decode_row(message.value(), None, 1 << 30).ts_ms
-            except RowRejected:
-                continue
-        return None
-
-    def _read(
-        self, reader: Consumer, partition: int, start: int, end: int, topic: str | None = None
-    ) -> list[Message]:
-        """Messages with offsets in ``[start, end)`` of one partition, within a deadline.
-
-        The end of the partition alone does not stop the read: some brokers report a high
-        watermark short of the last record, so reading stops at ``end - 1``, or when the end
-        was reported and a further poll brings nothing (e.g. ``end - 1`` is a transaction
-        marker, which is never delivered).
-        """
-        reader.assign([TopicPartition(topic or self.settings.topic, partition, start)])
-        out: list[Message] = []
-        deadline = time.monotonic() + _TIMEOUT
-        seen_end = False
-        while time.monotonic() < deadline:
-            batch = reader.consume(min(10_000, end - start), 0.5)
-            records = [m for m in batch if m.error() is None]
-            out.extend(m for m in records if (m.offset() or 0) < end)
-            if out and (out[-1].offset() or 0) >= end - 1:
-                break
-            if seen_end and not records:
-                break
-            seen_end |= any(_is_end(m) for m in batch)
-        reader.unassign()
-        return out
+    def _rebuild(self, partition: int, end: int) -> None:
+        self.rebuilder.rebuild(self.windows, self.model, self.shadow, partition, end)
 
     # Housekeeping -------------------------------------------------------------------
 
@@ -511,7 +420,7 @@ class Streamer:
             self.windows = self._new_windows()
             self._sync_shadow()
             for partition in sorted(self.assigned):
-                self._replay(partition, self.committed.get(partition, 0))
+                self._rebuild(partition, self.committed.get(partition, 0))
 
     def _report_lag(self) -> None:
         consumer = self._consumer
@@ -526,13 +435,13 @@ class Streamer:
             position = self.committed.get(partition, 0)
             self.metrics.lag.labels(str(partition)).set(max(0, high - position))
 
-    def _evict(self) -> None:
-        newest = max((m.last_ts for m in self.windows.machines.values()), default=-1)
-        if newest >= 0:
-            gone = self.windows.evict_idle(newest, int(self.settings.idle_minutes * 60_000))
-            if gone:
-                self._sync_shadow()
-                log.info("evicted %d idle machines", gone)
+    def _evict(self, partitions: set[int]) -> None:
+        """Forget the machines of these partitions that their partition's rows left idle."""
+        gone = self.windows.evict_idle(partitions)
+        if gone:
+            self._sync_shadow()
+            self.metrics.machines.set(len(self.windows))
+            log.info("forgot %d idle machines", gone)
 
     # The shadow candidate -------------------------------------------------------------
 
@@ -574,7 +483,5 @@ def _threshold_text(model: Model) -> str:
     )
 
 
-def _is_end(message: Message) -> bool:
-    """Whether the message is the consumer's end-of-partition event."""
-    error = message.error()
-    return error is not None and error.code() == KafkaError._PARTITION_EOF
+def _send_offsets(producer: Any, offsets: list[TopicPartition], group: Any, timeout: float) -> None:
+    producer.send_offsets_to_transaction(offsets, group, timeout)

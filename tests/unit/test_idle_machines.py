@@ -1,0 +1,137 @@
+"""Idle machines are judged on their own partition's event time, so batch boundaries, the
+order partitions are read in and when eviction runs never change what a machine becomes."""
+
+import random
+
+import numpy as np
+import pytest
+
+from streamer.calibrate import CalibrationState
+from streamer.checkpoint import Checkpoint
+from streamer.features import FeatureSpec
+from streamer.machines import READY, WARMING, DataQuality, MachineWindows
+from streamer.rows import Row, RowRejected
+
+pytestmark = pytest.mark.unit
+
+MIN = 60_000
+IDLE = 90 * MIN
+
+
+def windows(idle_ms: int | None = IDLE) -> MachineWindows:
+    return MachineWindows(FeatureSpec(("a", "b")), 3, DataQuality(20 * MIN, 20 * MIN, 0.5, idle_ms))
+
+
+def row(machine: str, ts_min: float) -> Row:
+    return Row(machine, int(ts_min * MIN), {"a": ts_min, "b": 1.0}, 0)
+
+
+def test_a_machine_is_idle_on_its_own_partitions_clock_only():
+    w = windows()
+    w.observe(row("A", 0), 0)
+    w.observe(row("B", 0), 1)
+    for minute in range(2, 200, 2):  # partition 1 moves on; partition 0 is read later
+        w.observe(row("B", minute), 1)
+    assert w.evict_idle() == 0, "A's partition has not moved on: A is not idle"
+    w.observe(row("C", 100), 0)
+    assert w.evict_idle({1}) == 0 and "A" in w.machines  # only partition 0's clock can
+    assert w.evict_idle({0}) == 1 and sorted(w.machines) == ["B", "C"]
+
+
+def test_a_machine_back_after_idling_starts_afresh_whether_or_not_eviction_ran():
+    swept, lazy = windows(), windows()
+    for w, sweep in ((swept, True), (lazy, False)):
+        w.observe(row("A", 0), 0)
+        w.observe(row("B", 95), 0)  # the partition's clock passes A's last row + idle
+        if sweep:
+            assert w.evict_idle() == 1
+        w.observe(row("A", 96), 0)
+    assert swept.machines["A"].count == lazy.machines["A"].count == 1
+    # Within the idle time a machine keeps its state (its window restarts on the gap).
+    w = windows()
+    w.observe(row("A", 0), 0)
+    w.observe(row("B", 80), 0)
+    w.observe(row("A", 85), 0)
+    assert w.machines["A"].count == 1 and w.evict_idle() == 0
+
+
+def test_a_machine_silent_longer_than_the_idle_time_on_its_own_starts_afresh():
+    w = windows()
+    w.observe(row("A", 0), 0)
+    w.machines["A"].calibration = CalibrationState(np.ones(3), 0.0)
+    w.observe(row("A", 91), 0)
+    assert w.machines["A"].calibration is None
+    with pytest.raises(RowRejected):  # and out-of-order rows are still refused
+        w.observe(row("A", 50), 0)
+
+
+def test_without_an_idle_time_no_machine_is_forgotten():
+    w = windows(None)
+    w.observe(row("A", 0), 0)
+    w.observe(row("B", 10_000), 0)
+    assert w.evict_idle() == 0 and len(w) == 2
+
+
+def test_a_checkpoint_of_a_machine_that_was_idle_is_not_resumed():
+    state = CalibrationState(np.ones(3), 10.0)  # taken at the machine's row at minute 10
+    w = windows()
+    w.resume(0, {"A": Checkpoint("A", 5, "v1", state), "B": Checkpoint("B", 6, "v1", state)})
+    w.observe(row("C", 95), 0)  # rebuilt rows show the partition 85 minutes on
+    w.observe(row("A", 99), 0)  # 89 minutes after A's checkpointed row: A was not idle
+    w.observe(row("C", 101), 0)
+    w.observe(row("B", 102), 0)  # 92 minutes: B was, and starts from the prior
+    assert w.machines["A"].calibration is state
+    assert w.machines["B"].calibration is None
+
+
+def stream(machines: int, rows_each: int, seed: int) -> list[tuple[Row, int]]:
+    """Rows of machines on two partitions, in time order, some silent for hours."""
+    rng = random.Random(seed)
+    out: list[tuple[Row, int]] = []
+    silent = {m: (rng.randrange(rows_each), rng.randrange(20, 80)) for m in range(machines)}
+    for i in range(rows_each):
+        for m in range(machines):
+            start, length = silent[m]
+            if not start <= i < start + length:
+                out.append((row(f"M{m}", i * 2 + m * 0.01), m % 2))
+    return out
+
+
+def replay(rows: list[tuple[Row, int]], order: list[int], cuts: set[int], sweeps: float):
+    """Feed the rows partition by partition in ``order`` (each partition's own order kept),
+    in batches cut at ``cuts``, evicting after a random share of batches; what each row
+    found, and each machine's state at the end."""
+    by_partition = {p: [r for r in rows if r[1] == p] for p in (0, 1)}
+    fed = [item for p in order for item in by_partition[p][: len(by_partition[p]) // 2]]
+    fed += [item for p in order for item in by_partition[p][len(by_partition[p]) // 2 :]]
+    rng = random.Random(len(cuts))
+    w, batch, found = windows(), [], {}
+    for i, item in enumerate(fed):
+        batch.append(item)
+        if i in cuts or i == len(fed) - 1:
+            outcomes = w.observe_many([r for r, _ in batch], [p for _, p in batch])
+            for outcome, (r, _) in zip(outcomes, batch, strict=True):
+                assert not isinstance(outcome, RowRejected)
+                found[r.machine_id, r.ts_ms] = (outcome.kind, outcome.restarted)
+            batch = []
+            if rng.random() < sweeps:
+                w.evict_idle({p for _, p in fed[max(0, i - 8) : i + 1]})
+    w.evict_idle()  # what memory holds differs until the idle are swept
+    final = {m: (s.count, s.last_ts, s.window.tobytes()) for m, s in w.machines.items()}
+    return found, final
+
+
+def test_what_each_row_finds_depends_on_its_partition_alone_not_on_batches_or_timing():
+    rows = stream(machines=6, rows_each=300, seed=7)
+    expected = replay(rows, [0, 1], set(), 0.0)  # in one go, never swept
+    last: dict[str, str] = {}
+    fresh = 0  # rows that found their machine forgotten: warming anew straight after READY
+    for (machine, _), (kind, restarted) in sorted(expected[0].items(), key=lambda kv: kv[0][1]):
+        fresh += last.get(machine) == READY and (kind, restarted) == (WARMING, "")
+        last[machine] = kind
+    assert fresh >= 3, f"only {fresh} machines came back after idling"
+    rng = random.Random(11)
+    for trial in range(6):
+        cuts = set(rng.sample(range(len(rows)), 40 * (trial + 1)))
+        order = [0, 1] if trial % 2 else [1, 0]
+        assert replay(rows, order, cuts, sweeps=trial / 5) == expected
