@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamer.cliutil import EnvFlags, comma_ints, comma_names, start
 from streamer.errors import ConfigError, SheetBreakError
@@ -18,8 +18,12 @@ from trainer.exits import EPILOG, OK, REFUSED, exit_code
 from trainer.models import MODEL_KINDS, ModelConfig
 from trainer.registry_cli import add_registry_command, run_registry
 from trainer.sources import add_archive_flags, archive_table, check_source
+from trainer.span import UNSUPERVISED, training_defaults
 from trainer.split import PROTOCOLS
 from trainer.threshold import OBJECTIVES, THRESHOLD_MODES
+
+if TYPE_CHECKING:
+    from trainer.fit import FitSettings
 
 log = logging.getLogger("trainer")
 
@@ -102,7 +106,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     flags.add("--seed", type=int, default=0, help="training seed")
     flags.add("--out", type=Path, default=Path("backtest"), help="folder for the table and plot")
-    _judge_flags(flags)
+    _judge_flags(flags, rows=False)
     ev = commands.add_parser("evaluate", help="score labelled rows with a bundle and judge it")
     flags = EnvFlags(ev, environ, ENV_PREFIX)
     where = ev.add_mutually_exclusive_group(required=False)
@@ -120,8 +124,40 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=Path,
         help="write a CSV of time, machine, score, threshold, alert and label per row",
     )
+    _bench_parser(commands, environ)
     add_registry_command(commands, environ, ENV_PREFIX)
     return parser
+
+
+BENCH_HELP = """Fit one model per file and judge each file's later rows, with the counts pooled.
+
+The convention of per-file anomaly benchmarks is the default here (--split unsupervised):
+each file's model trains on its rows before --train-end (a row count such as 400, or a
+time) without looking at their labels, early stopping watches the last --val-fraction of
+them, the threshold is the --threshold-quantile of their scores times
+--threshold-multiplier (or the score they exceed at --target-rate), and only the rows
+after the span are judged. With --label-mode interval each file reports row F1,
+false-positive and missed rates, intervals detected, the delay from an interval's onset to
+its first alert and the false-alarm rows before it; the pooled figures sum the files'
+confusion matrices and interval counts. Every fit is the code of 'trainer fit'; all fit
+flags apply. Example:
+
+  python -m trainer bench --folder files/ --label-mode interval --train-end 400"""
+
+
+def _bench_parser(commands: Any, environ: Mapping[str, str]) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="fit and judge one model per file of a folder; pooled row and interval figures",
+        description=BENCH_HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    flags = EnvFlags(bench, environ, ENV_PREFIX)
+    flags.add("--folder", type=Path, required=True, help="folder of CSV or Parquet files")
+    _data_flags(flags, sample=False)
+    _fit_flags(flags, split=UNSUPERVISED, registry=None)
+    _judge_flags(flags)
 
 
 def _data_flags(flags: EnvFlags, sample: bool) -> None:
@@ -152,8 +188,15 @@ def _data_flags(flags: EnvFlags, sample: bool) -> None:
     flags.add("--separator", default=",", help="CSV field separator")
 
 
-def _fit_flags(flags: EnvFlags) -> None:
-    flags.add("--registry", type=Path, default=Path("registry"), help="registry folder")
+def _fit_flags(
+    flags: EnvFlags, split: str = "chronological", registry: Path | None = Path("registry")
+) -> None:
+    flags.add(
+        "--registry",
+        type=Path,
+        default=registry,
+        help="registry folder" + ("" if registry else " (default: a temporary one)"),
+    )
     flags.add("--model", default="lstm", choices=MODEL_KINDS, help="autoencoder kind")
     flags.add("--units", type=comma_ints, help="layer sizes (default: lstm 5,16,1; dense 32,16,16)")
     flags.add(
@@ -165,8 +208,8 @@ def _fit_flags(flags: EnvFlags) -> None:
     flags.add(
         "--horizon-minutes",
         type=float,
-        default=4.0,
-        help="label the rows this many minutes before a break positive",
+        help="label the rows this many minutes before a break positive (default: 2 sampling "
+        "intervals, 4 minutes on the dev data)",
     )
     flags.add("--horizon-rows", type=int, help="label this many rows before a break instead")
     flags.add(
@@ -187,14 +230,25 @@ def _fit_flags(flags: EnvFlags) -> None:
     )
     flags.add(
         "--split",
-        default="chronological",
-        choices=PROTOCOLS,
-        help="chronological: later days validate and test; random: the articles' split",
+        default=split,
+        choices=(*PROTOCOLS, UNSUPERVISED),
+        help="chronological: later days validate and test; random: the articles' split; "
+        "unsupervised: train on the rows before --train-end with no labels, threshold from "
+        "their own scores, judge the rest",
     )
     flags.add("--test-fraction", type=float, default=0.2, help="share of rows for test")
-    flags.add("--val-fraction", type=float, default=0.2, help="share of the rest for validation")
+    flags.add(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of the rest for validation (unsupervised: the tail of the training span "
+        "that early stopping watches)",
+    )
     flags.add("--split-seed", type=int, default=123, help="seed of the random split")
-    flags.add("--train-end", help="training part ends here: a time or a number of rows")
+    flags.add(
+        "--train-end",
+        help="training part ends here: a time or a number of rows (unsupervised: the span)",
+    )
     flags.add(
         "--objective",
         default="events",
@@ -214,11 +268,23 @@ def _fit_flags(flags: EnvFlags) -> None:
     flags.add(
         "--threshold",
         dest="threshold_mode",
-        default="adaptive",
         choices=THRESHOLD_MODES,
         help="adaptive (the default, best in the walk-forward backtest): each machine's "
         "threshold follows its own recent scores at a target alert rate chosen on validation "
-        "for the budget; fixed: one value chosen on validation by --objective",
+        "for the budget; fixed: one value chosen on validation by --objective (the only "
+        "mode of --split unsupervised)",
+    )
+    flags.add(
+        "--threshold-quantile",
+        type=float,
+        default=0.99,
+        help="unsupervised: the threshold is this quantile of the training span's scores ...",
+    )
+    flags.add("--threshold-multiplier", type=float, default=1.0, help="... times this multiplier")
+    flags.add(
+        "--target-rate",
+        type=float,
+        help="unsupervised: instead, the threshold the span's rows exceed at this rate",
     )
     flags.add(
         "--calibration-minutes",
@@ -233,7 +299,22 @@ def _fit_flags(flags: EnvFlags) -> None:
         "the walk-forward table of the dev data that chose the default method)",
     )
     flags.add("--epochs", type=int, default=200, help="most epochs (early stopping ends sooner)")
-    flags.add("--patience", type=int, default=10, help="epochs without improvement before stop")
+    flags.add(
+        "--patience",
+        type=int,
+        help="epochs without improvement before stop (default 10; unsupervised 20)",
+    )
+    flags.add(
+        "--min-epochs",
+        type=int,
+        help="early stopping may not stop before this epoch (default 0; unsupervised 30)",
+    )
+    flags.add(
+        "--plateau-patience",
+        type=int,
+        help="halve the learning rate after this many epochs without improvement, 0 never "
+        "(default 0; unsupervised 5)",
+    )
     flags.add(
         "--min-delta",
         type=float,
@@ -241,7 +322,11 @@ def _fit_flags(flags: EnvFlags) -> None:
         help="smallest validation loss drop that counts as an improvement",
     )
     flags.add("--batch-size", type=int, help="training batch (default: lstm 64, dense 128)")
-    flags.add("--learning-rate", type=float, help="Adam step (default: lstm 1e-4, dense 1e-3)")
+    flags.add(
+        "--learning-rate",
+        type=float,
+        help="Adam step (default: lstm 1e-4, dense 1e-3; unsupervised 1e-3)",
+    )
     flags.add("--pca-variance", type=float, default=0.9, help="variance kept by the PCA model")
     flags.add(
         "--clear-rows", type=int, default=3, help="rows below threshold that close an alert episode"
@@ -268,14 +353,26 @@ def _fit_flags(flags: EnvFlags) -> None:
     flags.add("--no-progress", action="store_true", help="no progress bar")
 
 
-def _judge_flags(flags: EnvFlags) -> None:
+def _judge_flags(flags: EnvFlags, rows: bool = True) -> None:
+    if not rows:  # the backtest keeps its fixed lead window in minutes
+        flags.add("--min-lead", type=float, default=2.0, help="warn at least these minutes ahead")
+        flags.add("--max-lead", type=float, default=20.0, help="and at most this many minutes")
+        flags.add("--json", action="store_true", help="end the output with one JSON line")
+        return
     flags.add(
         "--min-lead",
         type=float,
-        default=2.0,
-        help="a warning must come at least this many minutes before the break",
+        help="a warning must come at least this many minutes before the break (default: 1 "
+        "sampling interval, 2 minutes on the dev data)",
     )
-    flags.add("--max-lead", type=float, default=20.0, help="and at most this many minutes")
+    flags.add("--min-lead-rows", type=int, help="... or at least this many rows")
+    flags.add(
+        "--max-lead",
+        type=float,
+        help="and at most this many minutes (default: 10 sampling intervals, 20 minutes on "
+        "the dev data); also the margin a chronological split keeps before a break",
+    )
+    flags.add("--max-lead-rows", type=int, help="... or at most this many rows")
     flags.add("--json", action="store_true", help="end the output with one JSON line")
 
 
@@ -287,6 +384,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return _backtest(args)
         if args.command == "registry":
             return run_registry(args)
+        if args.command == "bench":
+            return _bench(args)
         figures = _fit(args) if args.command == "fit" else _evaluate(args)
     except SheetBreakError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -320,20 +419,21 @@ def _sample_table(machines: int, days: float, seed: int) -> Table:
     return Table(frame=frame, sensors=sensors, sources=(f"simulated:{machines}x{days}d",))
 
 
-def _fit(args: argparse.Namespace) -> dict[str, Any]:
-    from trainer.fit import FitSettings, fit  # noqa: PLC0415
+def fit_settings(args: argparse.Namespace) -> FitSettings:
+    """``FitSettings`` from the fit flags; unset training flags take the mode's defaults."""
+    from trainer.fit import FitSettings  # noqa: PLC0415
 
-    check_source(args)
-    if args.force and not args.promote:
-        raise ConfigError("--force only makes sense with --promote")
     given: str = args.categorical
     categorical = given if given in ("auto", "none") else comma_names(given)
+    if args.horizon_rows is not None and args.horizon_minutes is not None:
+        raise ConfigError("give --horizon-minutes or --horizon-rows, not both")
     horizon = (
         Horizon(minutes=None, rows=args.horizon_rows)
-        if args.horizon_rows
-        else Horizon(minutes=args.horizon_minutes)
+        if args.horizon_rows is not None
+        else (None if args.horizon_minutes is None else Horizon(minutes=args.horizon_minutes))
     )
-    settings = FitSettings(
+    defaults = training_defaults(args.split)
+    return FitSettings(
         data=tuple(args.data),
         registry=args.registry,
         data_options=_data_options(args),
@@ -342,10 +442,12 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
             units=args.units,
             epochs=args.epochs,
             batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            patience=args.patience,
+            learning_rate=_given(args.learning_rate, defaults["learning_rate"]),
+            patience=int(_given(args.patience, defaults["patience"])),
             min_delta=args.min_delta,
             pca_variance=args.pca_variance,
+            min_epochs=int(_given(args.min_epochs, defaults["min_epochs"])),
+            plateau_patience=int(_given(args.plateau_patience, defaults["plateau_patience"])),
         ),
         lookback=args.lookback,
         horizon=horizon,
@@ -361,10 +463,15 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
         budget=args.budget,
         target_fpr=args.target_fpr,
         threshold_mode=args.threshold_mode,
+        threshold_quantile=args.threshold_quantile,
+        threshold_multiplier=args.threshold_multiplier,
+        target_rate=args.target_rate,
         calibration_minutes=args.calibration_minutes,
         evidence=args.evidence,
         min_lead=args.min_lead,
         max_lead=args.max_lead,
+        min_lead_rows=args.min_lead_rows,
+        max_lead_rows=args.max_lead_rows,
         clear_rows=args.clear_rows,
         seed=args.seed,
         seeds=args.seeds,
@@ -372,6 +479,19 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
         force=args.force,
         progress=not args.no_progress,
     )
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _fit(args: argparse.Namespace) -> dict[str, Any]:
+    from trainer.fit import fit  # noqa: PLC0415
+
+    check_source(args)
+    if args.force and not args.promote:
+        raise ConfigError("--force only makes sense with --promote")
+    settings = fit_settings(args)
     table = (
         _sample_table(args.sample_machines, args.sample_days, args.seed)
         if args.sample
@@ -424,6 +544,16 @@ def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from trainer.bench import bench, bench_text  # noqa: PLC0415
+
+    result = bench(args.folder, fit_settings(args), args.registry, not args.no_progress)
+    print(bench_text(result))
+    if args.json:
+        print(json.dumps(result, separators=(",", ":")))
+    return OK
+
+
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from trainer.evaluate_job import evaluate  # noqa: PLC0415
 
@@ -440,8 +570,33 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         args.min_lead,
         args.max_lead,
         args.scores_out,
+        (args.min_lead_rows, args.max_lead_rows),
     )
     return {**{k: figures.get(k) for k in JSON_KEYS}, "evaluation": figures}
+
+
+def _print_events(figures: Mapping[str, Any]) -> None:
+    low, high = figures.get("lead_window_minutes") or (None, None)
+    print(
+        f"breaks warned {low:g}-{high:g} min:     {figures.get('breaks_warned')} of "
+        f"{figures.get('breaks')} (recall {figures.get('event_recall')}, CI "
+        f"{figures.get('event_recall_ci')})"
+    )
+    print(f"median lead (minutes):      {figures.get('median_lead_minutes')}")
+    print(f"false-alarm episodes/day:   {figures.get('false_alarm_episodes_per_day')}")
+
+
+def _print_intervals(figures: Mapping[str, Any]) -> None:
+    print(
+        f"row F1 / FPR / missed:      {figures.get('f1')} / {figures.get('fpr')} / "
+        f"{figures.get('missed_rate')}"
+    )
+    print(
+        f"intervals detected:         {figures.get('intervals_detected')} of "
+        f"{figures.get('intervals')}; median delay {figures.get('median_delay_rows')} rows "
+        f"({figures.get('median_delay_minutes')} min) from onset to first alert"
+    )
+    print(f"false-alarm rows before the onsets: {figures.get('false_alarm_rows_before_onset')}")
 
 
 def _threshold_text(threshold: Any) -> str:
@@ -455,17 +610,16 @@ def _threshold_text(threshold: Any) -> str:
 
 def _print_figures(out: Mapping[str, Any]) -> None:
     figures = out.get("test") or out.get("evaluation") or {}
-    print(f"rows judged:                {figures.get('rows')}")
+    unscored = figures.get("unscored_rows")
+    print(f"rows judged:                {figures.get('rows')} ({unscored} without a full window)")
     print(
         f"ROC AUC / PR AUC:           {figures.get('roc_auc')} "
         f"(95% CI {figures.get('roc_auc_ci')}) / {figures.get('pr_auc')}"
     )
-    print(
-        f"breaks warned 2-20 min:     {figures.get('breaks_warned')} of {figures.get('breaks')} "
-        f"(recall {figures.get('event_recall')}, CI {figures.get('event_recall_ci')})"
-    )
-    print(f"median lead (minutes):      {figures.get('median_lead_minutes')}")
-    print(f"false-alarm episodes/day:   {figures.get('false_alarm_episodes_per_day')}")
+    if "intervals" in figures:
+        _print_intervals(figures)
+    else:
+        _print_events(figures)
     print(
         f"row recall / FPR:           {figures.get('recall')} / {figures.get('fpr')} "
         f"at threshold {_threshold_text(figures.get('threshold'))}"

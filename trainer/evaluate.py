@@ -14,6 +14,7 @@ from streamer.events import MINUTES_PER_DAY, EventResult, event_metrics
 from streamer.features import Scaler
 from streamer.scoring import Scorer
 from streamer.windows import make_windows
+from trainer.intervals import interval_figures
 from trainer.metrics import bootstrap_ci, roc_auc_event_ci, row_metrics
 from trainer.prepare import Prepared
 
@@ -87,7 +88,10 @@ def judge(
     """Row- and event-level figures for the rows in ``mask`` that have a score.
 
     ``threshold`` is one value, or one per prepared row (an adaptive threshold); ranking
-    figures (ROC and PR AUC) are of the scores either way.
+    figures (ROC and PR AUC) are of the scores either way. Rows without a full window
+    (warming up after a start or a gap) have no score and are not judged; ``unscored_rows``
+    counts them. Interval labels get per-interval figures instead of the event ones
+    (breaks warned, lead, false-alarm episodes).
     """
     judged = np.asarray(mask, dtype=bool) & np.isfinite(scores)
     idx = np.flatnonzero(judged)
@@ -97,13 +101,36 @@ def judge(
         limit = threshold[idx]
     in_range = breaks_in_range(prepared, idx)
     events = event_result(prepared, idx, values, limit, policy, in_range, min_lead, max_lead)
-    rows = row_metrics(labels, values, limit)
     figures: dict[str, Any] = {
         "rows": len(idx),
+        "unscored_rows": int(np.sum(np.asarray(mask, dtype=bool) & ~np.isfinite(scores))),
         "positive_rows": int(labels.sum()),
         "days": round(events.days, 3),
         "threshold": _threshold_figure(limit),
-        **rows,
+        **row_metrics(labels, values, limit),
+    }
+    if prepared.label_mode == "interval":
+        alerts = values >= limit
+        figures |= interval_figures(labels, alerts, prepared.times[idx], prepared.groups[idx])
+    else:
+        figures |= _event_figures(events, intervals)
+        figures["lead_window_minutes"] = [min_lead, max_lead]
+    if intervals:
+        figures["roc_auc_ci"] = roc_auc_event_ci(labels, values, next_break_of_row(prepared)[idx])
+    return Judgement(
+        _clean(figures),
+        events,
+        labels,
+        values,
+        prepared.times[idx],
+        prepared.break_times[in_range],
+        limit if isinstance(limit, np.ndarray) else None,
+    )
+
+
+def _event_figures(events: EventResult, intervals: bool) -> dict[str, Any]:
+    """Breaks warned ahead, lead and false-alarm episodes: figures of break events only."""
+    figures: dict[str, Any] = {
         "breaks": events.breaks,
         "breaks_warned": int(events.warned.sum()),
         "event_recall": events.recall,
@@ -115,18 +142,8 @@ def judge(
     }
     if intervals:
         figures["event_recall_ci"] = bootstrap_ci(events.warned.astype(float), np.mean)
-        warned_leads = events.leads[events.warned]
-        figures["median_lead_ci"] = bootstrap_ci(warned_leads, np.median)
-        figures["roc_auc_ci"] = roc_auc_event_ci(labels, values, next_break_of_row(prepared)[idx])
-    return Judgement(
-        _clean(figures),
-        events,
-        labels,
-        values,
-        prepared.times[idx],
-        prepared.break_times[in_range],
-        limit if isinstance(limit, np.ndarray) else None,
-    )
+        figures["median_lead_ci"] = bootstrap_ci(events.leads[events.warned], np.median)
+    return figures
 
 
 def _threshold_figure(limit: float | np.ndarray) -> float | dict[str, Any]:

@@ -15,7 +15,8 @@ from streamer.labels import Horizon
 from streamer.scoring import Scorer
 from trainer.data import MACHINE, TIME, DataOptions, Table, read_table
 from trainer.evaluate import Judgement, judge, row_thresholds, score_rows
-from trainer.prepare import Prepared, prepare
+from trainer.margins import lead_window
+from trainer.prepare import Prepared, prepare, sampling_interval
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,20 @@ def evaluate(
     data: tuple[str, ...],
     options: DataOptions,
     from_time: str | None = None,
-    min_lead: float = 2.0,
-    max_lead: float = 20.0,
+    min_lead: float | None = None,
+    max_lead: float | None = None,
     scores_out: Path | None = None,
+    lead_rows: tuple[int | None, int | None] = (None, None),
 ) -> dict[str, Any]:
-    """Score ``data`` with the bundle (or the registry's current one) and judge the scores."""
+    """Score ``data`` with the bundle (or the registry's current one) and judge the scores.
+
+    An unset lead window is counted in the data's sampling intervals (see trainer.margins).
+    """
     folder = bundle_dir if bundle_dir is not None else Registry(registry or ".").current_path()
     bundle = load_bundle(folder)
     table = read_table(data, options)
+    interval = sampling_interval(table.times_minutes(), table.machine_codes())
+    min_lead, max_lead = lead_window(min_lead, lead_rows[0], max_lead, lead_rows[1], interval)
     start = _minutes(from_time) if from_time is not None else None
     judged, prepared, scores, mask = judge_table(
         bundle, table, options.label_mode, start, min_lead, max_lead
@@ -98,7 +105,11 @@ def write_scores(
     mask: np.ndarray,
     threshold: float | np.ndarray,
 ) -> None:
-    """One CSV row per judged row: time, machine, score, threshold, alert flag and label."""
+    """One CSV row per judged row: time, machine, score, threshold, alert flag and label.
+
+    Only rows with a score are written: rows still filling their first window after a start
+    or a gap are left out here as in the figures, so the file and the figures count alike.
+    """
     rows = table.frame.iloc[prepared.source_index]
     frame = pd.DataFrame(
         {
@@ -109,7 +120,7 @@ def write_scores(
             "alert": (np.nan_to_num(scores, nan=-np.inf) >= threshold).astype(int),
             "label": prepared.labels,
         }
-    )[mask]
+    )[mask & np.isfinite(scores)]
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     log.info("wrote %d scored rows to %s", len(frame), path)

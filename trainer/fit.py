@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import platform
@@ -19,7 +20,7 @@ import numpy as np
 from streamer.bundle import FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, REPORT_DIR, Registry
 from streamer.calibrate import reference_prior
 from streamer.episodes import EpisodePolicy
-from streamer.errors import DataError
+from streamer.errors import ConfigError, DataError
 from streamer.features import FeatureSpec, Scaler
 from streamer.labels import Horizon
 from streamer.scoring import Scorer
@@ -29,10 +30,13 @@ from trainer.card import CARD_FILE, load_evidence, model_card
 from trainer.data import DataOptions, Table, read_table
 from trainer.evaluate import Judgement, judge, row_thresholds
 from trainer.guard import Judging, Verdict, check
+from trainer.margins import horizon_of, lead_window
 from trainer.models import ModelConfig, fit_model
-from trainer.prepare import Prepared, feature_spec, prepare
+from trainer.prepare import Prepared, feature_spec, prepare, sampling_interval
 from trainer.registry import record_promotion
+from trainer.span import UNSUPERVISED, span_sets, span_threshold
 from trainer.split import TEST, TRAIN, VALIDATION, chronological_split, random_split
+from trainer.split_check import Parts, check_parts
 from trainer.threshold import ThresholdChoice, choose_threshold
 
 log = logging.getLogger(__name__)
@@ -63,7 +67,7 @@ class FitSettings:
     data_options: DataOptions = field(default_factory=DataOptions)
     model: ModelConfig = field(default_factory=ModelConfig)
     lookback: int = 5
-    horizon: Horizon = field(default_factory=Horizon)
+    horizon: Horizon | None = None  # None: HORIZON_ROWS sampling intervals, in minutes
     categorical: str | tuple[str, ...] = "auto"
     categorical_mode: str = "drop"
     max_gap_minutes: float | None = None
@@ -75,11 +79,16 @@ class FitSettings:
     objective: str = "events"
     budget: float = 2.0
     target_fpr: float = 0.05
-    threshold_mode: str = "adaptive"
+    threshold_mode: str | None = None  # None: adaptive, or fixed in the unsupervised mode
+    threshold_quantile: float = 0.99
+    threshold_multiplier: float = 1.0
+    target_rate: float | None = None
     calibration_minutes: float = 1440.0
     evidence: Path | None = None
-    min_lead: float = 2.0
-    max_lead: float = 20.0
+    min_lead: float | None = None  # None: MIN_LEAD_ROWS sampling intervals
+    max_lead: float | None = None  # None: MAX_LEAD_ROWS sampling intervals
+    min_lead_rows: int | None = None
+    max_lead_rows: int | None = None
     clear_rows: int = 3
     seed: int = 0
     seeds: int = 1
@@ -87,6 +96,39 @@ class FitSettings:
     force: bool = False
     progress: bool = True
     min_train_windows: int = 100
+
+    def leads(self) -> tuple[float, float]:
+        """The lead window in minutes, once ``resolve`` has filled it in from the data."""
+        if self.min_lead is None or self.max_lead is None:
+            raise ValueError("the lead window is not resolved; call resolve() first")
+        return self.min_lead, self.max_lead
+
+    def labelled_horizon(self) -> Horizon:
+        """The labelling horizon, once ``resolve`` has filled it in from the data."""
+        if self.horizon is None:
+            raise ValueError("the horizon is not resolved; call resolve() first")
+        return self.horizon
+
+    @property
+    def unsupervised(self) -> bool:
+        """Training on a span without labels, threshold from the span's own scores."""
+        return self.protocol == UNSUPERVISED
+
+    def resolve(self, interval: float) -> FitSettings:
+        """These settings with the horizon, lead window and threshold mode filled in."""
+        leads = lead_window(
+            self.min_lead, self.min_lead_rows, self.max_lead, self.max_lead_rows, interval
+        )
+        mode = self.threshold_mode or ("fixed" if self.unsupervised else "adaptive")
+        if self.unsupervised and mode == "adaptive":
+            raise ConfigError(
+                "--threshold adaptive chooses its rate on labelled validation rows, which "
+                "--split unsupervised does not use; give --threshold fixed or leave it out"
+            )
+        horizon = self.horizon or horizon_of(None, None, interval)
+        return dataclasses.replace(
+            self, horizon=horizon, min_lead=leads[0], max_lead=leads[1], threshold_mode=mode
+        )
 
 
 @dataclass
@@ -121,20 +163,24 @@ def fit(
     say = on_stage or log.info
     table = table if table is not None else read_table(settings.data, settings.data_options)
     say(f"read {table.summary()}")
+    settings = settings.resolve(sampling_interval(table.times_minutes(), table.machine_codes()))
     spec = feature_spec(table, settings.categorical, settings.categorical_mode)
     prepared = prepare(
-        table, spec, settings.horizon, settings.data_options.label_mode, settings.max_gap_minutes
+        table,
+        spec,
+        settings.labelled_horizon(),
+        settings.data_options.label_mode,
+        settings.max_gap_minutes,
     )
     windows, ends, sets, split_info = _windows_and_sets(settings, table, prepared)
-    scaler = Scaler.fit(prepared.rows[ends[(sets == TRAIN) & (prepared.labels[ends] == 0)]])
+    chosen = _trained_on(settings, prepared, ends)
+    scaler = Scaler.fit(prepared.rows[ends[(sets == TRAIN) & chosen]])
     windows = scaler.transform(windows)
-    train = windows[(sets == TRAIN) & (prepared.labels[ends] == 0)]
-    val = windows[(sets == VALIDATION) & (prepared.labels[ends] == 0)]
-    if len(train) < settings.min_train_windows or len(val) == 0:
-        raise DataError(
-            f"too few normal rows to train: {len(train)} training and {len(val)} validation "
-            f"windows (need at least {settings.min_train_windows} and 1); give more data"
-        )
+    train = windows[(sets == TRAIN) & chosen]
+    val = windows[(sets == VALIDATION) & chosen]
+    _check_parts(
+        settings, table, prepared, len(train), len(val), int(((sets == TRAIN) & ~chosen).sum())
+    )
     say(
         f"{len(spec.feature_names)} features, lookback {settings.lookback}; "
         f"{len(train):,} training and {len(val):,} validation normal windows; "
@@ -178,12 +224,68 @@ def fit(
     return FitResult(folder, version, promoted, best.test.figures, seeds, decision)
 
 
+def _trained_on(settings: FitSettings, prepared: Prepared, ends: np.ndarray) -> np.ndarray:
+    """Windows the model may learn from: those with label 0, or all in the unsupervised mode."""
+    if settings.unsupervised:
+        return np.ones(len(ends), dtype=bool)
+    return np.asarray(prepared.labels[ends] == 0)
+
+
+def _check_parts(
+    settings: FitSettings,
+    table: Table,
+    prepared: Prepared,
+    train: int,
+    val: int,
+    labelled: int,
+) -> None:
+    parts = Parts(
+        settings.protocol,
+        train,
+        val,
+        labelled,
+        settings.min_train_windows,
+        settings.val_fraction,
+        _margin_minutes(settings),
+        prepared.interval_minutes,
+    )
+    if train < settings.min_train_windows or val == 0:
+        parts = dataclasses.replace(parts, moved=_moved_boundary(settings, table, prepared))
+    check_parts(parts)
+
+
+def _margin_minutes(settings: FitSettings) -> float:
+    """How far before a break a chronological boundary may not fall."""
+    return max(settings.leads()[1], settings.labelled_horizon().minutes or 0.0)
+
+
+def _moved_boundary(
+    settings: FitSettings, table: Table, prepared: Prepared
+) -> tuple[str, str, str] | None:
+    """The first boundary the margin moved past a break: (planned, actual, onset) times."""
+    if settings.protocol != "chronological":
+        return None
+    split = functools.partial(
+        chronological_split,
+        prepared.times,
+        prepared.break_times,
+        settings.test_fraction,
+        settings.val_fraction,
+        train_end=_train_end_minutes(settings.train_end, table),
+    )
+    _, planned = split(guard_minutes=0.0)
+    _, actual = split(guard_minutes=_margin_minutes(settings))
+    for before, after in zip(planned, actual, strict=True):
+        if after != before:
+            onset = float(prepared.break_times[prepared.break_times >= before].min())
+            return _iso(before), _iso(after), _iso(onset)
+    return None
+
+
 def _guard(
     settings: FitSettings, registry: Registry, folder: Path, table: Table, split: dict[str, Any]
 ) -> Verdict:
-    judging = Judging(
-        settings.data_options.label_mode, settings.min_lead, settings.max_lead, settings.budget
-    )
+    judging = Judging(settings.data_options.label_mode, *settings.leads(), settings.budget)
     log.info(
         "judging the candidate and the current bundle on the rows from %s", split.get("test_from")
     )
@@ -194,6 +296,16 @@ def _windows_and_sets(
     settings: FitSettings, table: Table, prepared: Prepared
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     windows, ends = make_windows(prepared.rows, prepared.segments, settings.lookback)
+    if settings.unsupervised:
+        end = _train_end_minutes(settings.train_end, table)
+        row_sets, (holdout, span_end) = span_sets(prepared.times, end, settings.val_fraction)
+        info = {
+            "protocol": UNSUPERVISED,
+            "validation_from": _iso(holdout),
+            "test_from": _iso(span_end),
+            "labels_used_for_training": False,
+        }
+        return windows, ends, row_sets[ends], info
     if settings.protocol == "random":
         sets = random_split(
             len(ends), settings.test_fraction, settings.val_fraction, settings.split_seed
@@ -206,7 +318,7 @@ def _windows_and_sets(
         prepared.break_times,
         settings.test_fraction,
         settings.val_fraction,
-        guard_minutes=max(settings.max_lead, settings.horizon.minutes or 0.0),
+        guard_minutes=_margin_minutes(settings),
         train_end=_train_end_minutes(settings.train_end, table),
     )
     info = {
@@ -250,12 +362,12 @@ def _run_seed(
     seed: int,
     say: Callable[[str], None],
 ) -> SeedRun:
-    normal = prepared.labels[ends] == 0
+    chosen = _trained_on(settings, prepared, ends)
     say(f"seed {seed}: fitting the {settings.model.kind} autoencoder")
     model, history = fit_model(
         settings.model,
-        windows[(sets == TRAIN) & normal],
-        windows[(sets == VALIDATION) & normal],
+        windows[(sets == TRAIN) & chosen],
+        windows[(sets == VALIDATION) & chosen],
         seed,
         settings.progress,
     )
@@ -264,7 +376,41 @@ def _run_seed(
     row_set = np.full(len(prepared), -1, dtype=np.int8)
     row_set[ends] = sets
     policy = EpisodePolicy(settings.clear_rows)
-    choice = choose_threshold(
+    # The unsupervised mode judges its threshold where it set it: on the whole span.
+    chosen_on = (row_set == TRAIN) | (row_set == VALIDATION) if settings.unsupervised else None
+    choice = _threshold(settings, prepared, scores, row_set, policy)
+    val_limits: float | np.ndarray = choice.value
+    test_limits: float | np.ndarray = choice.value
+    adaptive = None
+    if settings.threshold_mode == "adaptive":
+        adaptive, val_limits, test_limits = _adapt(settings, prepared, scores, row_set, choice)
+        say(f"seed {seed}: adaptive threshold at {adaptive.describe()}")
+    leads = settings.leads()
+    val_rows = row_set == VALIDATION if chosen_on is None else chosen_on
+    validation = judge(prepared, scores, val_rows, val_limits, policy, *leads, intervals=False)
+    test = judge(prepared, scores, row_set == TEST, test_limits, policy, *leads)
+    say(f"seed {seed}: test {_headline(test.figures)}")
+    return SeedRun(seed, model, history, choice, validation, test, adaptive)
+
+
+def _threshold(
+    settings: FitSettings,
+    prepared: Prepared,
+    scores: np.ndarray,
+    row_set: np.ndarray,
+    policy: EpisodePolicy,
+) -> ThresholdChoice:
+    """The span's own quantile in the unsupervised mode, else the objective on validation."""
+    if settings.unsupervised:
+        span = (row_set == TRAIN) | (row_set == VALIDATION)
+        return span_threshold(
+            scores,
+            span,
+            settings.threshold_quantile,
+            settings.threshold_multiplier,
+            settings.target_rate,
+        )
+    return choose_threshold(
         settings.objective,
         prepared,
         scores,
@@ -272,26 +418,20 @@ def _run_seed(
         policy,
         settings.budget,
         settings.target_fpr,
-        settings.min_lead,
-        settings.max_lead,
+        *settings.leads(),
     )
-    val_limits: float | np.ndarray = choice.value
-    test_limits: float | np.ndarray = choice.value
-    adaptive = None
-    if settings.threshold_mode == "adaptive":
-        adaptive, val_limits, test_limits = _adapt(settings, prepared, scores, row_set, choice)
-        say(f"seed {seed}: adaptive threshold at {adaptive.describe()}")
-    leads = (settings.min_lead, settings.max_lead)
-    validation = judge(
-        prepared, scores, row_set == VALIDATION, val_limits, policy, *leads, intervals=False
+
+
+def _headline(figures: dict[str, Any]) -> str:
+    if "intervals" in figures:
+        return (
+            f"row F1 {figures['f1']}, FPR {figures['fpr']}, intervals detected "
+            f"{figures['intervals_detected']} of {figures['intervals']}"
+        )
+    return (
+        f"ROC AUC {figures['roc_auc']}, event recall {figures['event_recall']}, "
+        f"false alarms/day {figures['false_alarm_episodes_per_day']}"
     )
-    test = judge(prepared, scores, row_set == TEST, test_limits, policy, *leads)
-    figures = test.figures
-    say(
-        f"seed {seed}: test ROC AUC {figures['roc_auc']}, event recall "
-        f"{figures['event_recall']}, false alarms/day {figures['false_alarm_episodes_per_day']}"
-    )
-    return SeedRun(seed, model, history, choice, validation, test, adaptive)
 
 
 def _adapt(
@@ -316,7 +456,7 @@ def _adapt(
         choice.value,
         settings.calibration_minutes,
         "rate",
-        (settings.min_lead, settings.max_lead),
+        settings.leads(),
     )
     # A machine's history holds about this many rows' weight once it is full.
     weight = settings.calibration_minutes / prepared.interval_minutes
@@ -385,6 +525,7 @@ def _manifest(
 ) -> dict[str, Any]:
     frame = table.frame
     model = settings.model.resolved()
+    horizon = settings.labelled_horizon()
     return {
         "format_version": FORMAT_VERSION,
         "version": version,
@@ -409,17 +550,22 @@ def _manifest(
         },
         "labels": {
             "mode": settings.data_options.label_mode,
-            "horizon_minutes": settings.horizon.minutes
-            if settings.horizon.minutes is not None
-            else (settings.horizon.rows or 0) * prepared.interval_minutes,
-            "horizon_rows": settings.horizon.rows,
+            "horizon_minutes": horizon.minutes
+            if horizon.minutes is not None
+            else (horizon.rows or 0) * prepared.interval_minutes,
+            "horizon_rows": horizon.rows,
         },
-        "scaler": {**scaler.to_dict(), "fitted_on": "training rows with label 0"},
+        "scaler": {
+            **scaler.to_dict(),
+            "fitted_on": "training span rows, labels unused"
+            if settings.unsupervised
+            else "training rows with label 0",
+        },
         "threshold": _threshold_section(run),
         "episodes": {"clear_rows": settings.clear_rows},
         "evaluation": {
-            "min_lead_minutes": settings.min_lead,
-            "max_lead_minutes": settings.max_lead,
+            "min_lead_minutes": settings.leads()[0],
+            "max_lead_minutes": settings.leads()[1],
         },
         "metrics": {
             "validation": run.validation.figures,

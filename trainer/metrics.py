@@ -32,7 +32,18 @@ def row_metrics(
         "tn": tn,
         "recall": tp / (tp + fn) if tp + fn else float("nan"),
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
-        "fpr": fp / (fp + tn) if fp + tn else float("nan"),
+        **rates(tp, fp, fn, tn),
+    }
+
+
+def rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """Row F1, false-positive rate and missed rate of a confusion matrix (NaN if undefined);
+    summed matrices of several files give the pooled figures."""
+    nan = float("nan")
+    return {
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan,
+        "fpr": fp / (fp + tn) if fp + tn else nan,
+        "missed_rate": fn / (tp + fn) if tp + fn else nan,
     }
 
 

@@ -31,6 +31,8 @@ class ModelConfig:
     min_delta: float = 1e-4
     l1: float = 1e-7
     pca_variance: float = 0.9
+    min_epochs: int = 0  # early stopping may not end the fit before this epoch
+    plateau_patience: int = 0  # halve the step after this many flat epochs (0: never)
 
     def resolved(self) -> ModelConfig:
         """This config with the kind's defaults filled in."""
@@ -46,6 +48,8 @@ class ModelConfig:
             min_delta=self.min_delta,
             l1=self.l1,
             pca_variance=self.pca_variance,
+            min_epochs=self.min_epochs,
+            plateau_patience=self.plateau_patience,
         )
 
 
@@ -120,6 +124,34 @@ class _EpochBar:
         self.callback = Callback()
 
 
+def _schedule(config: ModelConfig) -> list[Any]:
+    """Early stopping on the validation loss, after ``min_epochs``, and the optional plateau
+    schedule that halves the step when the validation loss stops falling."""
+    import keras  # noqa: PLC0415
+
+    stop = {"start_from_epoch": config.min_epochs} if config.min_epochs else {}
+    callbacks: list[Any] = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=config.patience,
+            min_delta=config.min_delta,
+            restore_best_weights=True,
+            **stop,
+        )
+    ]
+    if config.plateau_patience:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=0.5,
+                patience=config.plateau_patience,
+                min_delta=config.min_delta,
+                min_lr=1e-5,
+            )
+        )
+    return callbacks
+
+
 def fit_model(
     config: ModelConfig,
     train: np.ndarray,
@@ -144,14 +176,7 @@ def fit_model(
     else:
         model = build_lstm(lookback, width, units)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
-    callbacks: list[Any] = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss",
-            patience=config.patience,
-            min_delta=config.min_delta,
-            restore_best_weights=True,
-        )
-    ]
+    callbacks = _schedule(config)
     if progress:
         callbacks.append(_EpochBar(config.epochs).callback)
     history = model.fit(

@@ -47,6 +47,7 @@ class Prepared:
     break_groups: np.ndarray
     interval_minutes: float
     max_gap_minutes: float
+    label_mode: str = "event"
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -100,4 +101,5 @@ def prepare(
         break_groups=groups[onsets],
         interval_minutes=interval,
         max_gap_minutes=gap,
+        label_mode=label_mode,
     )

@@ -22,21 +22,23 @@ OBJECTIVES = {
 
 @dataclass(frozen=True)
 class ThresholdChoice:
-    """The chosen value, the objective that chose it and what it scored on validation."""
+    """The chosen value, the objective that chose it and what it scored where it was chosen."""
 
     value: float
     objective: str
     params: dict[str, float]
     achieved: dict[str, Any] = field(default_factory=dict)
+    chosen_on: str = "validation"
+    rule: str | None = None  # the objective's rule unless given
 
     def to_dict(self) -> dict[str, Any]:
         """Manifest form."""
         return {
             "value": self.value,
             "objective": self.objective,
-            "rule": OBJECTIVES[self.objective],
+            "rule": self.rule or OBJECTIVES[self.objective],
             "params": self.params,
-            "chosen_on": "validation",
+            "chosen_on": self.chosen_on,
             "achieved_on_validation": self.achieved,
         }
 

@@ -9,6 +9,7 @@ import pytest
 
 from streamer.bundle import Registry, load_bundle
 from streamer.errors import BundleError
+from streamer.labels import Horizon
 from streamer.scoring import Scorer
 from streamer.windows import make_windows
 from trainer.data import read_table
@@ -72,7 +73,9 @@ def test_scaler_is_fitted_on_training_normal_rows_only(trained):
     settings, result = trained
     bundle = load_bundle(result.bundle)
     table = read_table(settings.data)
-    prepared = prepare(table, bundle.spec, settings.horizon, "event", bundle.max_gap_minutes)
+    prepared = prepare(
+        table, bundle.spec, Horizon(minutes=bundle.horizon_minutes), "event", bundle.max_gap_minutes
+    )
     val_from = pd.Timestamp(result_split(result)["validation_from"]).value / 6e10
     train_normal = (prepared.times < val_from) & (prepared.labels == 0)
     # Rows without a full window (segment starts) are not training samples either.
@@ -105,7 +108,11 @@ def test_scores_do_not_depend_on_the_batch_size(trained):
     settings, result = trained
     bundle = load_bundle(result.bundle)
     prepared = prepare(
-        read_table(settings.data), bundle.spec, settings.horizon, "event", bundle.max_gap_minutes
+        read_table(settings.data),
+        bundle.spec,
+        Horizon(minutes=bundle.horizon_minutes),
+        "event",
+        bundle.max_gap_minutes,
     )
     big, small = (
         score_rows(
