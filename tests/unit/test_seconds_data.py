@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from interval_files import interval_file, write_folder
 
-from trainer.cli import main
+from trainer.cli import build_parser, fit_settings, main
 
 pytestmark = pytest.mark.unit
 
@@ -223,3 +223,39 @@ def test_bench_help_explains_the_convention(capsys):
         main(["bench", "--help"], environ={})
     out = capsys.readouterr().out
     assert "--train-end" in out and "pooled" in out and "TRAINER_FOLDER" in out
+
+
+def test_small_data_mode_trains_the_lstm_well_past_its_first_epochs(tmp_path, capsys):
+    # The reference settings (Adam 1e-4, patience 10) stopped such fits after 11 epochs.
+    path = write(tmp_path)
+    code, out, err = run(
+        [
+            "fit",
+            "--data",
+            str(path),
+            *READ,
+            "--no-progress",
+            "--split",
+            "unsupervised",
+            "--train-end",
+            "400",
+            "--registry",
+            str(tmp_path / "r"),
+            "--epochs",
+            "32",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    model = manifest_of(out)["model"]
+    assert model["kind"] == "lstm"
+    assert model["learning_rate"] == 1e-3
+    assert model["epochs_run"] >= 30
+
+
+def test_the_default_fit_keeps_the_reference_training_settings():
+    args = build_parser({}).parse_args(["fit", "--data", "x.csv"])
+    config = fit_settings(args).model.resolved()
+    assert (config.learning_rate, config.patience, config.batch_size) == (1e-4, 10, 64)
+    assert (config.min_epochs, config.plateau_patience) == (0, 0)
+    assert fit_settings(args).horizon is None  # 2 sampling intervals: 4 min on the dev data
