@@ -4,11 +4,13 @@ them: margins that follow the sampling, an unsupervised span, interval figures, 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from interval_files import interval_file, write_folder
 
 from trainer.cli import build_parser, fit_settings, main
+from trainer.intervals import interval_figures
 
 pytestmark = pytest.mark.unit
 
@@ -259,3 +261,45 @@ def test_the_default_fit_keeps_the_reference_training_settings():
     assert (config.learning_rate, config.patience, config.batch_size) == (1e-4, 10, 64)
     assert (config.min_epochs, config.plateau_patience) == (0, 0)
     assert fit_settings(args).horizon is None  # 2 sampling intervals: 4 min on the dev data
+
+
+def test_interval_figures_count_detection_delay_and_alarms_before_each_onset():
+    labels = np.array([0, 1, 1, 0, 0, 1, 1, 1, 0])
+    alerts = np.array([1, 0, 1, 0, 1, 0, 0, 0, 1], dtype=bool)
+    figures = interval_figures(labels, alerts, np.arange(9) / 60.0, np.zeros(9, int))
+    assert (figures["intervals"], figures["intervals_detected"]) == (2, 1)
+    assert figures["delay_rows"] == [1]  # the second row of the first interval alerted
+    assert figures["delay_minutes"] == [pytest.approx(1 / 60, abs=1e-4)]
+    assert figures["false_alarm_rows_before_onset_by_interval"] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        (["--threshold", "adaptive"], ["--threshold fixed"]),
+        (["--val-fraction", "0"], ["--val-fraction", "early stopping"]),
+        (["--train-end", "2020-03-09 09:00"], ["--train-end", "empty"]),
+    ],
+)
+def test_the_unsupervised_mode_refuses_what_it_cannot_do(tmp_path, capsys, extra, names):
+    path = write(tmp_path)
+    code, _, err = run(
+        [
+            "fit",
+            "--data",
+            str(path),
+            *READ,
+            *PCA,
+            "--split",
+            "unsupervised",
+            "--registry",
+            str(tmp_path / "r"),
+            "--train-end",
+            "400",
+            *extra,
+        ],
+        capsys,
+    )
+    assert code == 2
+    for name in names:
+        assert name in err
