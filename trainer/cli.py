@@ -155,13 +155,14 @@ def _bench_parser(commands: Any, environ: Mapping[str, str]) -> None:
     )
     flags = EnvFlags(bench, environ, ENV_PREFIX)
     flags.add("--folder", type=Path, required=True, help="folder of CSV or Parquet files")
-    _data_flags(flags, sample=False)
+    _data_flags(flags, sample=False, files=False)
     _fit_flags(flags, split=UNSUPERVISED, registry=None)
     _judge_flags(flags)
 
 
-def _data_flags(flags: EnvFlags, sample: bool) -> None:
-    flags.add("--data", nargs="+", default=[], help="CSV or Parquet files, folders or globs")
+def _data_flags(flags: EnvFlags, sample: bool, files: bool = True) -> None:
+    if files:
+        flags.add("--data", nargs="+", default=[], help="CSV or Parquet files, folders or globs")
     if sample:
         flags.add(
             "--sample",
@@ -434,7 +435,7 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
     )
     defaults = training_defaults(args.split)
     return FitSettings(
-        data=tuple(args.data),
+        data=tuple(getattr(args, "data", ())),
         registry=args.registry,
         data_options=_data_options(args),
         model=ModelConfig(
