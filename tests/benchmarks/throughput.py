@@ -1,13 +1,16 @@
 """End-to-end throughput, latency and memory of one ``streamer run`` process.
 
-    .venv/bin/python tests/benchmarks/throughput.py [--rows 1000000] [--machines 1000] [--json]
+    .venv/bin/python tests/benchmarks/throughput.py [--broker kafka|tansu|both]
+        [--rows 1000000] [--machines 1000] [--json]
 
 What it does, in one run, all on loopback:
 
 1. trains a reference LSTM autoencoder bundle (59 features, lookback 5, units 5-16-1) for
    one epoch on simulated history (convergence does not matter for speed);
-2. starts the embedded broker (Tansu) in its own process and pre-produces ``--rows``
-   simulated rows of ``--machines`` machines (59 sensors and 2 categoricals each);
+2. for each broker (``--broker both``, the default: the local Apache Kafka, then the
+   embedded Tansu), starts it fresh in its own process and pre-produces ``--rows``
+   simulated rows of ``--machines`` machines (59 sensors and 2 categoricals each), then
+   runs steps 3 to 6 on it;
 3. the broker ceiling: a plain consumer reads every row, no processing;
 4. throughput: a real ``python -m streamer run`` subprocess (transactions on, the
    default) consumes the backlog; rows scored per second come from its /metrics, CPU
@@ -17,10 +20,11 @@ What it does, in one run, all on loopback:
    runs from its produce timestamp to the moment the streamer's transaction commits the
    offsets past it (its score is final and any alert is published then). A watcher
    reads the group's committed offsets every few milliseconds, so each figure is late by
-   at most one watch period plus one offset fetch: an upper bound, never flattered. The
-   streamer's consumer gets ``fetch.wait.max.ms=10`` (``--fetch-wait-ms``): Tansu does
-   not answer a waiting fetch when records arrive, so librdkafka's default of 500 ms
-   would be the latency floor here (a Kafka broker answers as soon as data is there);
+   at most one watch period plus one offset fetch: an upper bound, never flattered. On
+   Tansu the consumers get ``fetch.wait.max.ms=10`` (``--fetch-wait-ms``): Tansu does not
+   answer a waiting fetch when records arrive, so librdkafka's default of 500 ms would be
+   the latency floor there; Kafka answers a waiting fetch as soon as data is there, so it
+   keeps librdkafka's default, as a production consumer would;
 7. the naive path: the reference notebooks' one ``model.predict`` per row, on a bounded
    number of rows;
 8. memory: windows of ``--memory-machines`` machines with the model loaded, in a fresh
@@ -607,20 +611,28 @@ def main() -> int:
     parser.add_argument("--memory-machines", type=int, default=100_000, help="windows to hold")
     parser.add_argument("--no-transactions", action="store_true", help="at-least-once streamer")
     parser.add_argument(
+        "--broker",
+        choices=("kafka", "tansu", "both"),
+        default="both",
+        help="the local Apache Kafka, the embedded Tansu, or both one after the other",
+    )
+    parser.add_argument(
         "--fetch-wait-ms",
         type=int,
-        default=10,
-        help="the streamer consumer's fetch.wait.max.ms (0: librdkafka's default, 500 ms)",
+        default=None,
+        help="the consumers' fetch.wait.max.ms (default: 10 on Tansu, librdkafka's 500 on "
+        "Kafka; 0: librdkafka's default everywhere)",
     )
     parser.add_argument("--streamer-arg", action="append", default=[], help="extra run flag")
     parser.add_argument("--registry", type=Path, help="use this registry's current bundle")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line per broker")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child is not None:
         memory_child(args.memory_child, args.memory_machines)
         return 0
 
+    kinds = ("kafka", "tansu") if args.broker == "both" else (args.broker,)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         registry = args.registry or Path(tmp) / "registry"
         if args.registry is None:
@@ -628,46 +640,58 @@ def main() -> int:
             build_bundle(registry)
         version = (registry / "CURRENT").read_text().strip()
         bundle = registry / version
-        extra = [*args.streamer_arg] + (["--no-transactions"] if args.no_transactions else [])
-        if args.fetch_wait_ms:
-            extra += ["--kafka-config", f"fetch.wait.max.ms={args.fetch_wait_ms}"]
-        results = run_phases(args, registry, bundle, extra)
-    report(args, results)
+        per_broker = {kind: broker_phases(args, kind, registry) for kind in kinds}
+        say(f"naive path: one model.predict per row for {args.naive_rows} rows ...")
+        naive_rate = naive(bundle, RowSource(args.machines, seed=5), args.naive_rows)
+        say(f"memory: windows of {args.memory_machines:,} machines with the model loaded ...")
+        held = memory(bundle, args.memory_machines)
+    report(args, version, per_broker, naive_rate, held)
     return 0
 
 
-def run_phases(
-    args: argparse.Namespace, registry: Path, bundle: Path, extra: list[str]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"bundle": bundle.name}
+def fetch_wait(args: argparse.Namespace, kind: str) -> int:
+    """The consumers' ``fetch.wait.max.ms`` on a broker kind (0: librdkafka's default).
+
+    Tansu does not answer a waiting fetch when records arrive, so librdkafka's 500 ms would
+    be its latency floor; Kafka answers as soon as data is there, so it keeps the default.
+    """
+    if args.fetch_wait_ms is not None:
+        return args.fetch_wait_ms
+    return 10 if kind == "tansu" else 0
+
+
+def broker_phases(args: argparse.Namespace, kind: str, registry: Path) -> dict[str, Any]:
+    """Every broker-bound figure on one fresh broker of ``kind``."""
+    out: dict[str, Any] = {"fetch_wait_ms": fetch_wait(args, kind)}
+    extra = [*args.streamer_arg] + (["--no-transactions"] if args.no_transactions else [])
+    if out["fetch_wait_ms"]:
+        extra += ["--kafka-config", f"fetch.wait.max.ms={out['fetch_wait_ms']}"]
     source = RowSource(args.machines)
-    with EmbeddedBroker() as broker:
+    started = time.perf_counter()
+    with EmbeddedBroker(kind) as broker:
+        out["start_seconds"] = time.perf_counter() - started
         bootstrap = broker.bootstrap_servers
         broker.create_topics({TOPIC: PARTITIONS, ALERTS: 1, DLQ: 1})
-        say(f"broker at {bootstrap} (pid {broker.pid}); producing {args.rows:,} rows ...")
+        say(f"{kind} at {bootstrap} (pid {broker.pid}); producing {args.rows:,} rows ...")
         out["produce_seconds"] = produce_backlog(bootstrap, source, args.rows)
-        say("broker ceiling: a plain consumer reads everything ...")
+        say(f"{kind} ceiling: a plain consumer reads everything ...")
         out["ceiling"] = broker_ceiling(bootstrap, args.rows)
-        say(f"broker latency: a plain consumer at {args.rate:,.0f} rows/s ...")
+        say(f"{kind} latency: a plain consumer at {args.rate:,.0f} rows/s ...")
         out["floor"] = broker_latency(
-            bootstrap, source, args.rate, min(args.seconds, 10), args.fetch_wait_ms
+            bootstrap, source, args.rate, min(args.seconds, 10), out["fetch_wait_ms"]
         )
         group = f"bench-streamer-{time.time_ns()}"
-        say("starting python -m streamer run ...")
+        say(f"starting python -m streamer run on {kind} ...")
         streamer = StreamerProcess(bootstrap, registry, group, extra)
         try:
             streamer.wait_ready()
             out["throughput"] = throughput(streamer, args.rows + out["floor"]["rows"])
-            say(f"latency phase: {args.rate:,.0f} rows/s for {args.seconds:.0f} s ...")
+            say(f"latency phase on {kind}: {args.rate:,.0f} rows/s for {args.seconds:.0f} s ...")
             out["latency"] = latency(bootstrap, group, source, args.rate, args.seconds)
             out["peak_rss_mib"] = streamer.peak_rss_mib()
             out["max_batch_seen"] = batch_histogram(streamer)
         finally:
             streamer.stop()
-    say(f"naive path: one model.predict per row for {args.naive_rows} rows ...")
-    out["naive"] = naive(bundle, source, args.naive_rows)
-    say(f"memory: windows of {args.memory_machines:,} machines with the model loaded ...")
-    out["memory"] = memory(bundle, args.memory_machines)
     return out
 
 
@@ -678,14 +702,14 @@ def batch_histogram(streamer: StreamerProcess) -> float:
     return m.get("sheetbreak_inference_batch_size_sum", 0.0) / count if count else 0.0
 
 
-def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
-    t, lat, mem, fl = r["throughput"], r["latency"], r["memory"], r["floor"]
-    ratio = t["rows_per_second"] / r["naive"]
-    mode = "at-least-once" if args.no_transactions else "exactly-once (transactions)"
-    lines = [
-        ("backlog", f"{args.rows:,} rows, {args.machines:,} machines, bundle {r['bundle']}"),
+def broker_lines(args: argparse.Namespace, r: dict[str, Any], naive_rate: float) -> list[Any]:
+    """The figures of one broker, as (name, value) lines."""
+    t, lat, fl = r["throughput"], r["latency"], r["floor"]
+    wait = f"{r['fetch_wait_ms']} ms" if r["fetch_wait_ms"] else "librdkafka's default (500 ms)"
+    return [
+        ("broker started in", f"{r['start_seconds']:.1f} s"),
         ("pre-produced in", f"{r['produce_seconds']:.1f} s"),
-        ("streamer delivery", mode),
+        ("consumers' fetch.wait.max.ms", wait),
         ("broker ceiling (plain consumer)", f"{r['ceiling']:,.0f} rows/s"),
         ("rows scored per second", f"{t['rows_per_second']:,.0f} rows/s"),
         ("rows consumed per second", f"{t['consumed_per_second']:,.0f} rows/s"),
@@ -704,41 +728,67 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
             f"p50 {fl['p50_ms']:.1f} ms, p99 {fl['p99_ms']:.1f} ms, max {fl['max_ms']:.1f} ms"
             " (plain read_committed consumer, no processing)",
         ),
-        ("naive one-row model.predict", f"{r['naive']:,.1f} rows/s"),
-        ("ratio to naive", f"{ratio:,.0f}x"),
+        ("ratio to naive", f"{t['rows_per_second'] / naive_rate:,.0f}x"),
+    ]
+
+
+def report(
+    args: argparse.Namespace,
+    version: str,
+    per_broker: dict[str, dict[str, Any]],
+    naive_rate: float,
+    mem: dict[str, float],
+) -> None:
+    mode = "at-least-once" if args.no_transactions else "exactly-once (transactions)"
+    names = {"kafka": "local Apache Kafka", "tansu": "embedded Tansu"}
+    common = [
+        ("backlog", f"{args.rows:,} rows, {args.machines:,} machines, bundle {version}"),
+        ("streamer delivery", mode),
+        ("naive one-row model.predict", f"{naive_rate:,.1f} rows/s"),
         (
             f"memory, {mem['machines']:,} machines' windows",
             f"RSS {mem['rss']:,.0f} MiB (peak {mem['hwm']:,.0f} MiB) with the model loaded",
         ),
     ]
-    width = max(len(k) for k, _ in lines)
-    print()
-    for key, value in lines:
-        print(f"{key:<{width}}  {value}")
+    sections = [("", common)]
+    sections += [(names[k], broker_lines(args, r, naive_rate)) for k, r in per_broker.items()]
+    width = max(len(k) for _, lines in sections for k, _ in lines)
+    for title, lines in sections:
+        print(f"\n{title}" if title else "")
+        for key, value in lines:
+            print(f"  {key:<{width}}  {value}")
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "rows_per_second": round(t["rows_per_second"], 1),
-                    "consumed_per_second": round(t["consumed_per_second"], 1),
-                    "cpu_seconds_per_million_rows": round(t["cpu_seconds_per_million_rows"], 2),
-                    "peak_rss_mib": round(r["peak_rss_mib"], 1),
-                    "p50_latency_ms": round(lat["p50_ms"], 2),
-                    "p99_latency_ms": round(lat["p99_ms"], 2),
-                    "max_latency_ms": round(lat["max_ms"], 2),
-                    "latency_rate_rows_per_second": round(lat["achieved_rate"], 1),
-                    "naive_rows_per_second": round(r["naive"], 2),
-                    "ratio_to_naive": round(ratio, 1),
-                    "broker_ceiling_rows_per_second": round(r["ceiling"], 1),
-                    "broker_p99_latency_ms": round(fl["p99_ms"], 2),
-                    "memory_machines": mem["machines"],
-                    "memory_rss_mib": round(mem["rss"], 1),
-                    "transactions": not args.no_transactions,
-                    "rows": args.rows,
-                    "machines": args.machines,
-                }
-            )
-        )
+        for kind, r in per_broker.items():
+            print(json.dumps(summary_json(args, kind, r, naive_rate, mem)))
+
+
+def summary_json(
+    args: argparse.Namespace, kind: str, r: dict[str, Any], naive_rate: float, mem: Any
+) -> dict[str, Any]:
+    """One broker's figures as one JSON object."""
+    t, lat, fl = r["throughput"], r["latency"], r["floor"]
+    return {
+        "broker": kind,
+        "broker_start_seconds": round(r["start_seconds"], 1),
+        "rows_per_second": round(t["rows_per_second"], 1),
+        "consumed_per_second": round(t["consumed_per_second"], 1),
+        "cpu_seconds_per_million_rows": round(t["cpu_seconds_per_million_rows"], 2),
+        "peak_rss_mib": round(r["peak_rss_mib"], 1),
+        "p50_latency_ms": round(lat["p50_ms"], 2),
+        "p99_latency_ms": round(lat["p99_ms"], 2),
+        "max_latency_ms": round(lat["max_ms"], 2),
+        "latency_rate_rows_per_second": round(lat["achieved_rate"], 1),
+        "naive_rows_per_second": round(naive_rate, 2),
+        "ratio_to_naive": round(t["rows_per_second"] / naive_rate, 1),
+        "broker_ceiling_rows_per_second": round(r["ceiling"], 1),
+        "broker_p99_latency_ms": round(fl["p99_ms"], 2),
+        "fetch_wait_max_ms": r["fetch_wait_ms"],
+        "memory_machines": mem["machines"],
+        "memory_rss_mib": round(mem["rss"], 1),
+        "transactions": not args.no_transactions,
+        "rows": args.rows,
+        "machines": args.machines,
+    }
 
 
 if __name__ == "__main__":
