@@ -255,6 +255,23 @@ class MachineWindows:
             del self.machines[machine_id]
         return len(gone)
 
+    def idle_cut(self, rows: Sequence[Row], partitions: Sequence[int]) -> int | None:
+        """The first of ``rows`` whose machine it finds idle although the machine has an
+        earlier row among them (None when there is none): a batch is cut there, so that
+        each piece holds at most one stretch of each machine."""
+        idle_ms = self.quality.idle_ms
+        if idle_ms is None:
+            return None
+        progress, last = dict(self.progress), dict[str, int]()
+        for i, (row, partition) in enumerate(zip(rows, partitions, strict=True)):
+            now = max(progress.get(partition, -1), row.ts_ms)
+            before = last.get(row.machine_id)
+            if before is not None and now - before > idle_ms:
+                return i
+            last[row.machine_id] = max(row.ts_ms, before or -1)
+            progress[partition] = now
+        return None
+
     def _idle(self, last_ts: int, partition: int, ts_ms: int = -1) -> bool:
         """Whether a machine last seen at ``last_ts`` is idle on its partition's clock, as
         advanced to ``ts_ms`` by a row of its own."""

@@ -57,6 +57,21 @@ class BatchOutcome:
     seconds: float = 0.0
     shadow: ShadowOutcome | None = None
 
+    def then(self, later: BatchOutcome, offset: int) -> BatchOutcome:
+        """This outcome followed by that of the messages from ``offset`` on."""
+        self.alerts += later.alerts
+        self.dead += [(index + offset, reason, text) for index, reason, text in later.dead]
+        self.scored += [index + offset for index in later.scored]
+        self.scores = np.concatenate([self.scores, later.scores])
+        self.thresholds = np.concatenate([self.thresholds, later.thresholds])
+        self.machines += later.machines
+        self.unscored += later.unscored
+        self.breaks += later.breaks
+        self.seconds += later.seconds
+        if self.shadow is not None and later.shadow is not None:
+            self.shadow = self.shadow.then(later.shadow)
+        return self
+
 
 def process(
     model: Model,
@@ -82,6 +97,14 @@ def process(
             failed[index] = exc
             continue
         partitions.append(message.partition() or 0)
+    cut = windows.idle_cut([row for _, row in decoded], partitions)
+    if cut:
+        # A machine found idle after a row of its own in this batch starts afresh there:
+        # the rows before are decided first, so each stretch meets its own state.
+        split = decoded[cut][0]
+        head = process(model, windows, messages[:split], max_bytes, now_ms, shadow)
+        tail = process(model, windows, messages[split:], max_bytes, now_ms, shadow)
+        return head.then(tail, split)
     batch = np.empty((len(decoded), windows.length, windows.width), np.float32)
     observed = windows.observe_many([row for _, row in decoded], partitions, batch)
     steps: list[Step] = []

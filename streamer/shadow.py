@@ -44,6 +44,16 @@ class ShadowOutcome:
     breaks: list[Verdict] = field(default_factory=list)
     thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
+    def then(self, later: ShadowOutcome) -> ShadowOutcome:
+        """This outcome followed by that of the batch's later rows."""
+        return ShadowOutcome(
+            self.version,
+            np.concatenate([self.scores, later.scores]),
+            self.events + later.events,
+            self.breaks + later.breaks,
+            np.concatenate([self.thresholds, later.thresholds]),
+        )
+
 
 class ShadowEpisodes:
     """The candidate's episodes per machine, advanced by the serving batch's steps."""

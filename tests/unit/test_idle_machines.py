@@ -4,12 +4,17 @@ order partitions are read in and when eviction runs never change what a machine 
 import random
 
 import numpy as np
+import orjson
 import pytest
+from fake_kafka import Record
+from tiny_bundle import SENSORS, save_model, write_version
 
+from streamer.bundle import Registry
 from streamer.calibrate import CalibrationState
 from streamer.checkpoint import Checkpoint
 from streamer.features import FeatureSpec
 from streamer.machines import READY, WARMING, DataQuality, MachineWindows
+from streamer.pipeline import Model, process
 from streamer.rows import Row, RowRejected
 
 pytestmark = pytest.mark.unit
@@ -135,3 +140,34 @@ def test_what_each_row_finds_depends_on_its_partition_alone_not_on_batches_or_ti
         cuts = set(rng.sample(range(len(rows)), 40 * (trial + 1)))
         order = [0, 1] if trial % 2 else [1, 0]
         assert replay(rows, order, cuts, sweeps=trial / 5) == expected
+
+
+def test_a_batch_holding_a_machine_before_and_after_its_idle_time_decides_as_row_by_row(
+    tmp_path,
+):
+    model_path = tmp_path / "model.keras"
+    save_model(model_path)
+    registry = Registry(tmp_path / "registry")
+    model = Model.load(write_version(registry, "v1", model_path, 0.0))  # every score alarms
+    rng = np.random.default_rng(3)
+    rows = [("A", m) for m in range(0, 20, 2)]
+    rows += [("B", m) for m in range(20, 130, 2)]  # A is silent for 110 minutes
+    rows += [("A", m) for m in range(130, 150, 2)]
+    messages = []
+    for offset, (machine, minute) in enumerate(rows):
+        values = dict(zip(SENSORS, rng.normal(size=len(SENSORS)).tolist(), strict=True))
+        value = orjson.dumps({"machine_id": machine, "ts": minute * MIN, "values": values})
+        messages.append(Record("sensors", 0, offset, machine.encode(), value))
+
+    def alerts(batch: int) -> list[tuple[str, str]]:
+        quality = DataQuality(10 * MIN, 10 * MIN, 0.5, IDLE)
+        w = MachineWindows(model.bundle.spec, model.bundle.lookback, quality)
+        out = []
+        for start in range(0, len(messages), batch):
+            outcome = process(model, w, messages[start : start + batch], 1 << 16, 1)
+            out += [(a["alert_id"], a["status"]) for a in outcome.alerts]
+        return out
+
+    one_by_one = alerts(1)
+    assert [status for _, status in one_by_one].count("open") == 3  # A twice, B once
+    assert alerts(len(messages)) == alerts(7) == one_by_one
