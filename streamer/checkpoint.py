@@ -20,18 +20,24 @@ import numpy as np
 import orjson
 
 from streamer.calibrate import Calibration, CalibrationState
+from streamer.episodes import EpisodeState
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A machine's state as of the input row at ``offset`` (that row included)."""
+    """A machine's state as of its input row at ``offset`` (that row included), at
+    ``ts_ms``: its adaptive threshold's histogram, and its episode with the threshold its
+    latest scored row met (None in records written before they were kept)."""
 
     machine: str
     offset: int
     version: str
     state: CalibrationState
+    ts_ms: int = -1
+    episode: EpisodeState | None = None
+    threshold: float = math.nan
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
@@ -43,6 +49,9 @@ def encode(checkpoint: Checkpoint) -> bytes:
             "model_version": checkpoint.version,
             "minutes": checkpoint.state.last_minutes,
             "counts": checkpoint.state.counts,
+            "ts": checkpoint.ts_ms,
+            "episode": None if checkpoint.episode is None else _episode(checkpoint.episode),
+            "threshold": None if math.isnan(checkpoint.threshold) else checkpoint.threshold,
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
@@ -53,11 +62,16 @@ def decode(value: bytes | None) -> Checkpoint | None:
     try:
         data = orjson.loads(value or b"")
         counts = np.asarray(data["counts"], dtype=np.float64)
+        episode = data.get("episode")
+        threshold = data.get("threshold")
         checkpoint = Checkpoint(
             str(data["machine_id"]),
             int(data["offset"]),
             str(data["model_version"]),
             CalibrationState(counts, float(data["minutes"])),
+            int(data.get("ts", -1)),
+            None if episode is None else EpisodeState(**episode),
+            math.nan if threshold is None else float(threshold),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
@@ -66,6 +80,16 @@ def decode(value: bytes | None) -> Checkpoint | None:
     if not math.isfinite(checkpoint.state.last_minutes):
         return None
     return checkpoint
+
+
+def _episode(episode: EpisodeState) -> dict[str, object]:
+    return {
+        "started_ms": episode.started_ms,
+        "below": episode.below,
+        "events": episode.events,
+        "severity": episode.severity,
+        "peak": episode.peak,
+    }
 
 
 def newest(

@@ -58,6 +58,7 @@ class Machine:
     threshold: float = float("nan")  # the threshold its latest scored row met
     calibrated_through: int = -1  # resumed from a checkpoint: its rows up to here are in it
     checkpointed: float = float("nan")  # minutes of its latest checkpoint (or first score)
+    decided_through: int = -1  # resumed: its episode already holds its rows up to this time
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +113,7 @@ class MachineWindows:
             self.machines[machine_id] = machine
             resumed = self.resumed.pop(machine_id, None)
             if resumed is not None and not self._idle(_row_ts(resumed[1]), partition, ts_ms):
-                checkpoint = resumed[1]
-                machine.calibration = checkpoint.state
-                machine.calibrated_through = checkpoint.offset
-                machine.checkpointed = checkpoint.state.last_minutes
+                _resume(machine, resumed[1], ts_ms)
         machine.partition = partition
         return machine
 
@@ -287,7 +285,22 @@ class MachineWindows:
 
 def _row_ts(checkpoint: Checkpoint) -> int:
     """The time of the row a checkpoint was taken at (its machine's last row then)."""
+    if checkpoint.ts_ms >= 0:
+        return checkpoint.ts_ms
     return round(checkpoint.state.last_minutes * 60_000)
+
+
+def _resume(machine: Machine, checkpoint: Checkpoint, ts_ms: int) -> None:
+    """A machine first seen in a rebuild at a row at ``ts_ms`` takes up its checkpoint."""
+    machine.calibration = checkpoint.state
+    machine.calibrated_through = checkpoint.offset
+    machine.checkpointed = checkpoint.state.last_minutes
+    if checkpoint.episode is None:
+        return
+    machine.episode, machine.threshold = checkpoint.episode, checkpoint.threshold
+    machine.decided_through = checkpoint.ts_ms
+    if ts_ms > checkpoint.ts_ms:  # none of its rows up to the checkpoint are read back
+        machine.last_ts = checkpoint.ts_ms  # so a gap after it is seen as one
 
 
 class _Batch:

@@ -52,6 +52,7 @@ class BatchOutcome:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     machines: list[str] = field(default_factory=list)  # of each scored row (adaptive only)
+    last_rows: dict[str, int] = field(default_factory=dict)  # each machine's last row
     unscored: Counter[str] = field(default_factory=Counter)
     breaks: list[Verdict] = field(default_factory=list)
     seconds: float = 0.0
@@ -65,6 +66,7 @@ class BatchOutcome:
         self.scores = np.concatenate([self.scores, later.scores])
         self.thresholds = np.concatenate([self.thresholds, later.thresholds])
         self.machines += later.machines
+        self.last_rows.update({m: index + offset for m, index in later.last_rows.items()})
         self.unscored += later.unscored
         self.breaks += later.breaks
         self.seconds += later.seconds
@@ -113,6 +115,7 @@ def process(
         if isinstance(obs, RowRejected):
             failed[index] = obs
             continue
+        out.last_rows[row.machine_id] = index
         if obs.restarted:
             steps.append(Step(row.machine_id, row.ts_ms, reason=obs.restarted))
         if obs.kind == READY:
@@ -152,6 +155,8 @@ def _score_and_alert(
     alerting = (np.asarray(out.scores, np.float64) >= out.thresholds).tolist()
     for step in steps:
         machine = windows.machines[step.machine]
+        if step.ts_ms <= machine.decided_through:
+            continue  # a rebuild's row that the machine's checkpointed episode holds
         k = step.position
         if k >= 0:
             machine.threshold = limits[k]

@@ -213,18 +213,16 @@ class Streamer:
         self, messages: list[Message], outcome: BatchOutcome
     ) -> list[tuple[int, Checkpoint]]:
         """The machines of this batch whose adaptive-threshold state is due to be written,
-        as of their last scored row in it."""
+        with their episodes, as of their last row in it."""
         partitions = self.rebuilder.state_partitions() if outcome.machines else 0
         if not partitions:
             return []
-        last: dict[str, Message] = {}
-        for index, machine_id in zip(outcome.scored, outcome.machines, strict=True):
-            last[machine_id] = messages[index]
         due = []
         version, every = self.model.bundle.version, self.settings.checkpoint_minutes
-        for machine_id, message in last.items():
+        for machine_id, index in outcome.last_rows.items():
             machine = self.windows.machines.get(machine_id)
             state = machine.calibration if machine is not None else None
+            message = messages[index]
             partition = message.partition() or 0
             if machine is None or state is None or partition >= partitions:
                 continue
@@ -232,7 +230,10 @@ class Streamer:
                 machine.checkpointed = state.last_minutes  # its clock starts
             elif state.last_minutes - machine.checkpointed >= every:
                 machine.checkpointed = state.last_minutes
-                checkpoint = Checkpoint(machine_id, message.offset() or 0, version, state)
+                checkpoint = Checkpoint(
+                    *(machine_id, message.offset() or 0, version, state),
+                    *(machine.last_ts, machine.episode, machine.threshold),
+                )
                 due.append((partition, checkpoint))
         return due
 
