@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -110,12 +111,15 @@ def test_sigkill_of_streamer_broker_takes_its_broker_along(kind: str) -> None:
         children = _children(process.pid)
         assert len(children) == 1, f"expected one broker child, found {children}"
         os.kill(process.pid, signal.SIGKILL)
-        process.communicate(timeout=10)
+        _, err = process.communicate(timeout=10)
         assert _wait_gone(children[0], 10), f"the {kind} broker outlived its killed parent"
+        # Nobody was left to remove the broker's directory: the test does.
+        for log_path in re.findall(r"\(log (\S+)\)", err):
+            shutil.rmtree(Path(log_path).parent, ignore_errors=True)
     finally:
         if process.poll() is None:
             process.kill()
-        process.communicate(timeout=10)
+            process.communicate(timeout=10)
 
 
 @pytest.mark.parametrize(
