@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer import quiet_tf
 from streamer.errors import BundleError
 
 
@@ -14,7 +15,7 @@ class Scorer:
     """Scores scaled windows by the mean squared reconstruction error of their last step."""
 
     def __init__(self, model: Any, lookback: int, batch_size: int = 1024) -> None:
-        import tensorflow as tf  # noqa: PLC0415  (TensorFlow only where a model runs)
+        tf = quiet_tf.tensorflow()  # TensorFlow only where a model runs
 
         self.model = model
         self.batch_size = batch_size
@@ -39,7 +40,7 @@ class Scorer:
     @classmethod
     def load(cls, model_path: Path, lookback: int, batch_size: int = 1024) -> Scorer:
         """Load a ``.keras`` model in safe mode (no code from the file is ever run)."""
-        import keras  # noqa: PLC0415
+        keras = quiet_tf.keras()
 
         try:
             model = keras.saving.load_model(model_path, compile=False, safe_mode=True)

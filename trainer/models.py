@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from streamer import quiet_tf
+
 log = logging.getLogger(__name__)
 
 MODEL_KINDS = ("lstm", "dense", "pca")
@@ -55,7 +57,7 @@ class ModelConfig:
 
 def build_lstm(lookback: int, width: int, units: Sequence[int]) -> Any:
     """LSTM encoder to ``units[-1]``, repeated over time, decoder ``units[:-1]``, dense out."""
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     inputs = keras.Input(shape=(lookback, width))
     x = inputs
@@ -70,7 +72,7 @@ def build_lstm(lookback: int, width: int, units: Sequence[int]) -> Any:
 
 def build_dense(width: int, units: Sequence[int], l1: float) -> Any:
     """Dense autoencoder applied to each row on its own; sparse first layer as in the article."""
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     inputs = keras.Input(shape=(None, width))
     x = keras.layers.Dense(
@@ -84,7 +86,7 @@ def build_dense(width: int, units: Sequence[int], l1: float) -> Any:
 
 def build_pca(rows: np.ndarray, variance: float) -> Any:
     """PCA reconstruction as a linear Keras autoencoder, so it is scored like the others."""
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     mean = rows.mean(axis=0)
     _, sing, vt = np.linalg.svd(rows - mean, full_matrices=False)
@@ -106,8 +108,7 @@ class _EpochBar:
     """A progress bar over epochs showing the losses (a Keras callback)."""
 
     def __init__(self, epochs: int) -> None:
-        import keras  # noqa: PLC0415
-
+        keras: Any = quiet_tf.keras()
         bar = tqdm(total=epochs, desc="training", unit="epoch", leave=True)
 
         class Callback(keras.callbacks.Callback):
@@ -127,7 +128,7 @@ class _EpochBar:
 def _schedule(config: ModelConfig) -> list[Any]:
     """Early stopping on the validation loss, after ``min_epochs``, and the optional plateau
     schedule that halves the step when the validation loss stops falling."""
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     stop = {"start_from_epoch": config.min_epochs} if config.min_epochs else {}
     callbacks: list[Any] = [
@@ -160,7 +161,7 @@ def fit_model(
     progress: bool = True,
 ) -> tuple[Any, dict[str, list[float]]]:
     """Build and train (or, for PCA, fit) a model on scaled normal windows; returns its history."""
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     config = config.resolved()
     keras.utils.set_random_seed(seed)

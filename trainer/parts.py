@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from streamer.bundle import MODEL_FILE
-from streamer.detector import Detector, Reconstruction, Trees
+from streamer.bundle import MODEL_FILE, Bundle
+from streamer.detector import Detector, Reconstruction, Trees, load_detector
 from streamer.history import ShortFeatures, positions, table_histories
 from streamer.score_spec import PartSpec, ScoreSpec
 from streamer.scoring import Scorer
@@ -78,9 +78,13 @@ def train_parts(
     parts' scores onto one scale)."""
     servable(method)
     fold = FoldScores(source, options, train, val)
-    specs, parts, models, history = [], [], {}, {}
+    specs: list[PartSpec] = []
+    parts: list[Reconstruction | Trees] = []
+    models: dict[str, Any] = {}
+    history: dict[str, Any] = {}
     for i, part in enumerate(method.parts):
         fold.part(part)
+        served: Reconstruction | Trees
         if part.model in AUTOENCODERS:
             spec, served, model, fitted = _reconstruction(fold, part, i, not models)
             models[spec.file] = model
@@ -152,3 +156,8 @@ def describe(parts: Sequence[PartSpec]) -> str:
         f"{p.kind} {p.file}" + (f" on {p.deviation}-row deviations" if p.deviation else "")
         for p in parts
     )
+
+
+def bundle_scores(bundle: Bundle, prepared: Prepared) -> np.ndarray:
+    """Every row's score under ``bundle``, as the streamer would give it (NaN while warming)."""
+    return score_table(load_detector(bundle), prepared)

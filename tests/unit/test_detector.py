@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
 from tiny_bundle import LOOKBACK, SENSORS, manifest, save_model
 
 from streamer.bundle import MANIFEST_FILE, MODEL_FILE, Registry, load_bundle
@@ -57,8 +58,6 @@ def _prepared(rows: np.ndarray, times: np.ndarray, groups: np.ndarray) -> Prepar
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> Detector:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     path = tmp_path_factory.mktemp("model") / MODEL_FILE
     save_model(path)
     rng = np.random.default_rng(0)
