@@ -303,12 +303,12 @@ def _fit_flags(
     flags.add(
         "--patience",
         type=int,
-        help="epochs without improvement before stop (default 10; unsupervised 20)",
+        help="epochs without improvement before stop (default 10)",
     )
     flags.add(
         "--min-epochs",
         type=int,
-        help="early stopping may not stop before this epoch (default 0; unsupervised 30)",
+        help="early stopping may not stop before this epoch (default 0; unsupervised 20)",
     )
     flags.add(
         "--plateau-patience",
@@ -322,11 +322,15 @@ def _fit_flags(
         default=1e-4,
         help="smallest validation loss drop that counts as an improvement",
     )
-    flags.add("--batch-size", type=int, help="training batch (default: lstm 64, dense 128)")
+    flags.add(
+        "--batch-size",
+        type=int,
+        help="training batch (default: lstm 64, dense 128; unsupervised 32)",
+    )
     flags.add(
         "--learning-rate",
         type=float,
-        help="Adam step (default: lstm 1e-4, dense 1e-3; unsupervised 1e-3)",
+        help="Adam step (default: lstm 1e-4, dense 1e-3; unsupervised 1e-2)",
     )
     flags.add("--pca-variance", type=float, default=0.9, help="variance kept by the PCA model")
     flags.add(
@@ -442,7 +446,7 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
             kind=args.model,
             units=args.units,
             epochs=args.epochs,
-            batch_size=args.batch_size,
+            batch_size=_given(args.batch_size, defaults["batch_size"]),
             learning_rate=_given(args.learning_rate, defaults["learning_rate"]),
             patience=int(_given(args.patience, defaults["patience"])),
             min_delta=args.min_delta,

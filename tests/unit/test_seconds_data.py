@@ -227,8 +227,9 @@ def test_bench_help_explains_the_convention(capsys):
     assert "--train-end" in out and "pooled" in out and "TRAINER_FOLDER" in out
 
 
-def test_small_data_mode_trains_the_lstm_well_past_its_first_epochs(tmp_path, capsys):
-    # The reference settings (Adam 1e-4, patience 10) stopped such fits after 11 epochs.
+def test_small_data_mode_trains_the_lstm_past_its_first_epochs(tmp_path, capsys):
+    # The reference settings (Adam 1e-4, patience 10) stopped such fits after 11 epochs;
+    # here early stopping may not end the fit before epoch 20.
     path = write(tmp_path)
     code, out, err = run(
         [
@@ -244,15 +245,15 @@ def test_small_data_mode_trains_the_lstm_well_past_its_first_epochs(tmp_path, ca
             "--registry",
             str(tmp_path / "r"),
             "--epochs",
-            "32",
+            "22",
         ],
         capsys,
     )
     assert code == 0, err
     model = manifest_of(out)["model"]
     assert model["kind"] == "lstm"
-    assert model["learning_rate"] == 1e-3
-    assert model["epochs_run"] >= 30
+    assert (model["learning_rate"], model["batch_size"]) == (1e-2, 32)
+    assert model["epochs_run"] >= 20
 
 
 def test_the_default_fit_keeps_the_reference_training_settings():
