@@ -10,11 +10,19 @@ import numpy as np
 from streamer import quiet_tf
 from streamer.errors import BundleError
 
+BATCH_ROWS = 256
+
 
 class Scorer:
-    """Scores scaled windows by the mean squared reconstruction error of their last step."""
+    """Scores scaled windows by the mean squared reconstruction error of their last step.
 
-    def __init__(self, model: Any, lookback: int, batch_size: int = 1024) -> None:
+    The model always runs on batches of exactly ``batch_size`` windows (the last one padded):
+    its float32 kernels round differently for different batch sizes, so a window scored
+    among a few in the streamer and among thousands in the trainer would otherwise differ
+    in the last bits, enough to move it past a threshold or a rank.
+    """
+
+    def __init__(self, model: Any, lookback: int, batch_size: int = BATCH_ROWS) -> None:
         tf = quiet_tf.tensorflow()  # TensorFlow only where a model runs
 
         self.model = model
@@ -29,7 +37,7 @@ class Scorer:
         if steps is not None and steps != lookback:
             raise BundleError(f"the model takes windows of {steps} rows, not {lookback}")
         self.lookback, self.width = lookback, int(width)
-        spec = tf.TensorSpec(shape=(None, self.lookback, self.width), dtype=tf.float32)
+        spec = tf.TensorSpec(shape=(batch_size, self.lookback, self.width), dtype=tf.float32)
         self._tensor = tf.constant
         # Traced once here; calling the concrete function skips tf.function's per-call
         # dispatch, which costs as much as the model itself on batches of a few hundred.
@@ -38,7 +46,7 @@ class Scorer:
         ).get_concrete_function()
 
     @classmethod
-    def load(cls, model_path: Path, lookback: int, batch_size: int = 1024) -> Scorer:
+    def load(cls, model_path: Path, lookback: int, batch_size: int = BATCH_ROWS) -> Scorer:
         """Load a ``.keras`` model in safe mode (no code from the file is ever run)."""
         keras = quiet_tf.keras()
 
@@ -61,9 +69,15 @@ class Scorer:
                 f"(batch, {self.lookback}, {self.width})"
             )
         out = np.empty((windows.shape[0], self.width), dtype=np.float32)
-        for start in range(0, windows.shape[0], self.batch_size):
-            chunk = np.ascontiguousarray(windows[start : start + self.batch_size], np.float32)
-            out[start : start + len(chunk)] = self._reconstruct(self._tensor(chunk)).numpy()
+        size = self.batch_size
+        for start in range(0, windows.shape[0], size):
+            chunk = np.ascontiguousarray(windows[start : start + size], np.float32)
+            rows = len(chunk)
+            if rows < size:
+                chunk = np.concatenate(
+                    [chunk, np.zeros((size - rows, *chunk.shape[1:]), np.float32)]
+                )
+            out[start : start + rows] = self._reconstruct(self._tensor(chunk)).numpy()[:rows]
         return out
 
     def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

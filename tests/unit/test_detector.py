@@ -223,3 +223,11 @@ def test_a_tampered_composite_bundle_is_refused(name, edit, detector, tmp_path):
     folder = _write_composite(Registry(tmp_path), "v1", detector, edit)
     with pytest.raises(BundleError):
         load_detector(load_bundle(folder))
+
+
+def test_a_window_scores_the_same_among_few_windows_as_among_many(detector):
+    scorer = detector.parts[0].scorer
+    windows = np.random.default_rng(5).normal(size=(700, LOOKBACK, len(SENSORS)))
+    windows = windows.astype(np.float32)
+    alone = np.concatenate([scorer.reconstruct(windows[i : i + 7]) for i in range(0, 700, 7)])
+    np.testing.assert_array_equal(scorer.reconstruct(windows), alone)
