@@ -40,6 +40,15 @@ def widened_labels(prepared: Prepared, widen_minutes: float) -> np.ndarray:
     return ((ahead > 0) & (ahead <= widen_minutes)).astype(np.int8)
 
 
+def one_thread() -> Any:
+    """A context in which OpenMP runs one thread: gradient boosting's workers spin while
+    they wait, so on two shared cores (beside the broker, the streamer, other jobs) more
+    threads cost several times the CPU for the same trees."""
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    return threadpool_limits(1, user_api="openmp")
+
+
 def fit_head(
     kind: str, features: np.ndarray, labels: np.ndarray, seed: int, rounds: str = "fixed"
 ) -> Any:
@@ -51,6 +60,11 @@ def fit_head(
     """
     if labels.min() == labels.max():
         raise ValueError("the training rows hold no break to learn from; use more training days")
+    with one_thread():
+        return _fit_head(kind, features, labels, seed, rounds)
+
+
+def _fit_head(kind: str, features: np.ndarray, labels: np.ndarray, seed: int, rounds: str) -> Any:
     if kind == "gbm":
         iterations = _MAX_ROUNDS
         if rounds == "folds":
@@ -110,7 +124,8 @@ def choose_rounds(features: np.ndarray, labels: np.ndarray, seed: int) -> int:
 
 def head_scores(model: Any, features: np.ndarray) -> np.ndarray:
     """The head's log-odds of a break ahead."""
-    return np.asarray(model.decision_function(features), dtype=np.float64)
+    with one_thread():
+        return np.asarray(model.decision_function(features), dtype=np.float64)
 
 
 def export_trees(model: Any) -> TreeEnsemble:
