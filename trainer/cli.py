@@ -267,6 +267,15 @@ def _fit_flags(
         "--target-fpr", type=float, default=0.05, help="row false-positive rate (objective fpr)"
     )
     flags.add(
+        "--method",
+        default=None,
+        help="a method of the walk-forward table to train and serve instead of --model: "
+        "autoencoders (lstm, dense, pca, optionally on ld30 local deviations) and gbm-ft, "
+        "joined by '+' into a rank ensemble, ending in -at (adaptive threshold) or -cN (one "
+        "threshold putting at most N%% of validation rows in alert), e.g. "
+        "lstm-ld30+gbm-ft-at",
+    )
+    flags.add(
         "--threshold",
         dest="threshold_mode",
         choices=THRESHOLD_MODES,
@@ -438,6 +447,9 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
         else (None if args.horizon_minutes is None else Horizon(minutes=args.horizon_minutes))
     )
     defaults = training_defaults(args.split)
+    from trainer.fit_method import plan  # noqa: PLC0415
+
+    method = plan(args.method) if args.method else None
     return FitSettings(
         data=tuple(getattr(args, "data", ())),
         registry=args.registry,
@@ -467,7 +479,9 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
         objective=args.objective,
         budget=args.budget,
         target_fpr=args.target_fpr,
-        threshold_mode=args.threshold_mode,
+        threshold_mode=args.threshold_mode or (method.threshold_mode if method else None),
+        alert_share=method.alert_share if method else 1.0,
+        method=args.method if method and method.composite else None,
         threshold_quantile=args.threshold_quantile,
         threshold_multiplier=args.threshold_multiplier,
         target_rate=args.target_rate,

@@ -12,10 +12,10 @@ import pandas as pd
 from streamer.bundle import Bundle, Registry, load_bundle
 from streamer.errors import BundleError, DataError
 from streamer.labels import Horizon
-from streamer.scoring import Scorer
 from trainer.data import MACHINE, TIME, DataOptions, Table, read_table
-from trainer.evaluate import Judgement, judge, row_thresholds, score_rows
+from trainer.evaluate import Judgement, judge, row_thresholds
 from trainer.margins import lead_window
+from trainer.parts import bundle_scores
 from trainer.prepare import Prepared, prepare, sampling_interval
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,7 @@ def judge_table(
         label_mode,
         bundle.max_gap_minutes,
     )
-    scores = score_rows(
-        prepared, bundle.scaler, bundle.lookback, Scorer.load(bundle.model_path, bundle.lookback)
-    )
+    scores = bundle_scores(bundle, prepared)
     mask = np.ones(len(prepared), dtype=bool)
     if from_minutes is not None:
         mask = prepared.times >= from_minutes

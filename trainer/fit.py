@@ -29,15 +29,18 @@ from trainer.adaptive import AdaptiveChoice, choose_calibration
 from trainer.card import CARD_FILE, load_evidence, model_card
 from trainer.data import DataOptions, Table, read_table
 from trainer.evaluate import Judgement, judge, row_thresholds
+from trainer.fit_method import manifest_parts, plan, train_method
 from trainer.guard import Judging, Verdict, check
 from trainer.margins import horizon_of, lead_window
 from trainer.models import ModelConfig, fit_model
+from trainer.parts import TrainedParts
 from trainer.prepare import Prepared, feature_spec, prepare, sampling_interval
 from trainer.registry import record_promotion
 from trainer.span import UNSUPERVISED, span_sets, span_threshold
 from trainer.split import TEST, TRAIN, VALIDATION, chronological_split, random_split
 from trainer.split_check import Parts, check_parts
 from trainer.threshold import ThresholdChoice, choose_threshold
+from trainer.variants import ScoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,8 @@ class FitSettings:
     force: bool = False
     progress: bool = True
     min_train_windows: int = 100
+    method: str | None = None  # a served method of the backtest (trainer/methods.py)
+    alert_share: float = 1.0  # most validation rows a fixed threshold may put in alert
 
     def leads(self) -> tuple[float, float]:
         """The lead window in minutes, once ``resolve`` has filled it in from the data."""
@@ -142,6 +147,7 @@ class SeedRun:
     validation: Judgement
     test: Judgement
     adaptive: AdaptiveChoice | None = None
+    parts: TrainedParts | None = None  # a composite method's parts, when one was trained
 
 
 @dataclass
@@ -193,7 +199,7 @@ def fit(
             "event-level ones do not describe a plant"
         )
     runs = [
-        _run_seed(settings, prepared, windows, ends, sets, settings.seed + k, say)
+        _run_seed(settings, prepared, windows, ends, sets, settings.seed + k, say, (table, spec))
         for k in range(settings.seeds)
     ]
     best = runs[0]
@@ -204,8 +210,16 @@ def fit(
     manifest = _manifest(settings, table, spec, scaler, prepared, best, split_info, version, seeds)
     verdicts: list[Verdict] = []
 
+    if best.parts is not None:
+        served = manifest_parts(best.parts)
+        manifest["score"], manifest["scaler"] = served["score"], served["scaler"]
+        manifest["model"]["score"] = served["summary"]
+
     def fill(folder: Path) -> None:
-        best.model.save(folder / MODEL_FILE)
+        if best.parts is not None:
+            best.parts.save(folder)
+        else:
+            best.model.save(folder / MODEL_FILE)
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if settings.promote:
             # Judged from the written bundle, so the candidate meets exactly the current's code.
@@ -361,20 +375,32 @@ def _run_seed(
     sets: np.ndarray,
     seed: int,
     say: Callable[[str], None],
+    source: tuple[Table, FeatureSpec],
 ) -> SeedRun:
-    chosen = _trained_on(settings, prepared, ends)
-    say(f"seed {seed}: fitting the {settings.model.kind} autoencoder")
-    model, history = fit_model(
-        settings.model,
-        windows[(sets == TRAIN) & chosen],
-        windows[(sets == VALIDATION) & chosen],
-        seed,
-        settings.progress,
-    )
-    scores = np.full(len(prepared), np.nan)
-    scores[ends] = Scorer(model, settings.lookback).score(windows)[0]
     row_set = np.full(len(prepared), -1, dtype=np.int8)
     row_set[ends] = sets
+    trained = None
+    if settings.method is not None and plan(settings.method).composite:
+        say(f"seed {seed}: fitting the parts of {settings.method}")
+        options = ScoreOptions(settings.lookback, settings.model.epochs, seed=seed)
+        trained, scores = train_method(
+            plan(settings.method).method, *source, prepared, row_set, options
+        )
+        first = trained.first
+        assert first is not None
+        model, history = first.scorer.model, trained.history
+    else:
+        chosen = _trained_on(settings, prepared, ends)
+        say(f"seed {seed}: fitting the {settings.model.kind} autoencoder")
+        model, history = fit_model(
+            settings.model,
+            windows[(sets == TRAIN) & chosen],
+            windows[(sets == VALIDATION) & chosen],
+            seed,
+            settings.progress,
+        )
+        scores = np.full(len(prepared), np.nan)
+        scores[ends] = Scorer(model, settings.lookback).score(windows)[0]
     policy = EpisodePolicy(settings.clear_rows)
     # The unsupervised mode judges its threshold where it set it: on the whole span.
     chosen_on = (row_set == TRAIN) | (row_set == VALIDATION) if settings.unsupervised else None
@@ -390,7 +416,7 @@ def _run_seed(
     validation = judge(prepared, scores, val_rows, val_limits, policy, *leads, intervals=False)
     test = judge(prepared, scores, row_set == TEST, test_limits, policy, *leads)
     say(f"seed {seed}: test {_headline(test.figures)}")
-    return SeedRun(seed, model, history, choice, validation, test, adaptive)
+    return SeedRun(seed, model, history, choice, validation, test, adaptive, trained)
 
 
 def _threshold(
@@ -419,6 +445,7 @@ def _threshold(
         settings.budget,
         settings.target_fpr,
         *settings.leads(),
+        alert_share=settings.alert_share,
     )
 
 
