@@ -44,6 +44,7 @@ class Bundle:
     warning: WarningWindow = field(default_factory=WarningWindow)
     calibration: Calibration | None = None  # a per-machine adaptive threshold, if trained so
     score: ScoreSpec | None = None  # the parts it scores with, when not the one model alone
+    interval_minutes: float = 0.0  # the training rows' usual spacing (0: not recorded)
 
     @property
     def version(self) -> str:
@@ -54,6 +55,12 @@ class Bundle:
     def model_path(self) -> Path:
         """Where the Keras model file lies."""
         return self.path / str(self.manifest["model"]["file"])
+
+    @property
+    def history_minutes(self) -> float:
+        """Minutes of rows the history spans, with a margin for late or missing rows."""
+        interval = self.interval_minutes if self.interval_minutes > 0 else self.max_gap_minutes
+        return 2.0 * self.history * interval
 
     @property
     def history(self) -> int:
@@ -112,6 +119,8 @@ def _check_numbers(bundle: Bundle) -> None:
         raise ValueError(f"threshold {bundle.threshold} is not finite")
     if not (math.isfinite(bundle.max_gap_minutes) and bundle.max_gap_minutes > 0):
         raise ValueError(f"max_gap_minutes {bundle.max_gap_minutes} is not a positive duration")
+    if not (math.isfinite(bundle.interval_minutes) and bundle.interval_minutes >= 0):
+        raise ValueError(f"interval_minutes {bundle.interval_minutes} is not a duration")
     if not math.isfinite(bundle.horizon_minutes):
         raise ValueError(f"horizon_minutes {bundle.horizon_minutes} is not finite")
     if bundle.calibration is not None:
@@ -164,6 +173,7 @@ def _bundle_from_manifest(folder: Path, manifest: Mapping[str, Any]) -> Bundle:
         warning=WarningWindow.from_manifest(manifest),
         calibration=_calibration(manifest["threshold"]),
         score=_score(manifest, len(spec.feature_names)),
+        interval_minutes=float(preprocessing.get("interval_minutes") or 0.0),
     )
 
 

@@ -56,7 +56,7 @@ class Rebuilder:
             return
         topic = self.settings.topic
         low, _ = self.reader.get_watermark_offsets(TopicPartition(topic, partition), TIMEOUT)
-        start, last_ts = self._start(partition, low, end)
+        start, last_ts = self._start(partition, low, end, model.bundle.history_minutes)
         checkpoints = self._checkpoints(model, partition, end, last_ts)
         if checkpoints:
             # Each machine's rows after its checkpoint are replayed into its histogram.
@@ -117,14 +117,18 @@ class Rebuilder:
         log.info("state topic %s: %d partitions", settings.state_topic, count)
         return count
 
-    def _start(self, partition: int, low: int, end: int) -> tuple[int, int | None]:
-        """Step back (x4 each time) until the rows reach ``replay_minutes`` before ``end``;
-        also the time of the row at ``end - 1``."""
+    def _start(
+        self, partition: int, low: int, end: int, history_minutes: float
+    ) -> tuple[int, int | None]:
+        """Step back (x4 each time) until the rows reach ``replay_minutes`` before ``end``,
+        or the model's whole history if that is longer (each machine's short-history score
+        must see the rows an uninterrupted streamer kept); also the time of the row at
+        ``end - 1``."""
         topic = self.settings.topic
         last = first_ts(read(self.reader, topic, partition, end - 1, end))
         if last is None:
             return max(low, end - 1), None
-        span_ms = self.settings.replay_minutes * 60_000
+        span_ms = max(self.settings.replay_minutes, history_minutes) * 60_000
         step = 256
         start = max(low, end - step)
         while start > low:
