@@ -59,6 +59,8 @@ class BacktestSettings:
     widen_minutes: float = 20.0
     seed: int = 0
     progress: bool = False
+    cadence_days: float = 0.0  # > 0: retrain before every block this long (the closed loop)
+    trailing_days: float = 0.0  # > 0: train on only this many days before each block
 
     def score_options(self) -> ScoreOptions:
         """What the scoring of each fold needs."""
@@ -77,7 +79,9 @@ class Fold:
 
 
 def make_folds(prepared: Prepared, settings: BacktestSettings) -> list[Fold]:
-    """Test blocks of equal length after ``min_train_days``; validation just before each."""
+    """Test blocks of equal length after ``min_train_days`` (``folds`` of them, or one every
+    ``cadence_days`` as a plant retraining on that cadence would meet them); validation
+    just before each; training on every earlier day, or on the ``trailing_days`` before."""
     times = prepared.times
     start, end = float(times.min()), float(times.max()) + 1e-6
     first = start + settings.min_train_days * MINUTES_PER_DAY
@@ -86,7 +90,11 @@ def make_folds(prepared: Prepared, settings: BacktestSettings) -> list[Fold]:
             f"the data spans {(end - start) / MINUTES_PER_DAY:.1f} days; "
             f"--min-train-days {settings.min_train_days} leaves nothing to test"
         )
-    edges = np.linspace(first, end, settings.folds + 1)
+    if settings.cadence_days > 0:
+        step = settings.cadence_days * MINUTES_PER_DAY
+        edges = np.append(np.arange(first, end - step / 2, step), end)
+    else:
+        edges = np.linspace(first, end, settings.folds + 1)
     guard = settings.max_lead
     edges[:-1] = [clear_of_breaks(float(e), prepared.break_times, guard) for e in edges[:-1]]
     folds = []
@@ -94,9 +102,10 @@ def make_folds(prepared: Prepared, settings: BacktestSettings) -> list[Fold]:
         val_start = clear_of_breaks(
             lo - settings.val_days * MINUTES_PER_DAY, prepared.break_times, guard
         )
+        oldest = val_start - settings.trailing_days * MINUTES_PER_DAY
         folds.append(
             Fold(
-                train=times < val_start,
+                train=(times < val_start) & (times >= oldest if settings.trailing_days else True),
                 val=(times >= val_start) & (times < lo),
                 test=(times >= lo) & (times < hi),
             )

@@ -15,8 +15,16 @@ if TYPE_CHECKING:
 
 def table_text(rows: list[dict[str, Any]], settings: BacktestSettings) -> str:
     """The comparison as a Markdown table."""
+    folds = len(rows[0]["false_alarms_per_day_by_fold"]) if rows else settings.folds
+    cadence = (
+        f" (retrained every {settings.cadence_days:g} days"
+        + (f" on the {settings.trailing_days:g} days before" if settings.trailing_days else "")
+        + ")"
+        if settings.cadence_days
+        else ""
+    )
     lines = [
-        f"Walk-forward: {settings.folds} folds, thresholds chosen on the {settings.val_days:g} "
+        f"Walk-forward: {folds} folds{cadence}, thresholds chosen on the {settings.val_days:g} "
         f"days before each test block for at most {settings.budget:g} false-alarm episodes "
         f"per day; a break counts as warned when an episode opens {settings.min_lead:g} to "
         f"{settings.max_lead:g} minutes ahead. Rows ending in -at adapt the threshold online "

@@ -105,6 +105,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="supervised heads learn the rows this many minutes before a break as positive",
     )
     flags.add("--seed", type=int, default=0, help="training seed")
+    flags.add(
+        "--cadence-days",
+        type=float,
+        default=0.0,
+        help="retrain before every test block this many days long, as the closed loop's "
+        "scheduled trainer does (replaces --folds); 0: --folds equal blocks",
+    )
+    flags.add(
+        "--trailing-days",
+        type=float,
+        default=0.0,
+        help="train each block's models on only this many days before its validation "
+        "days, like a trainer reading the archive's last days (0: every earlier day)",
+    )
     flags.add("--out", type=Path, default=Path("backtest"), help="folder for the table and plot")
     _judge_flags(flags, rows=False)
     ev = commands.add_parser("evaluate", help="score labelled rows with a bundle and judge it")
@@ -551,6 +565,8 @@ def _backtest(args: argparse.Namespace) -> int:
         calibration_minutes=args.calibration_minutes,
         widen_minutes=args.widen_minutes,
         seed=args.seed,
+        cadence_days=args.cadence_days,
+        trailing_days=args.trailing_days,
     )
     try:
         rows = backtest(settings)
