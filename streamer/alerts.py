@@ -31,6 +31,22 @@ CONTRACT_FIELDS = frozenset(
 )
 
 
+def describe(alert: dict[str, Any]) -> str:
+    """An alert in one line, as an operator reads it."""
+    head = (
+        f"[{alert['status'].upper():8}] {alert['machine_id']} at {alert['ts']}: "
+        f"{alert['severity']}, score {alert['score']:.3g} / threshold {alert['threshold']:.3g}"
+    )
+    if alert["status"] == "resolved":
+        return f"{head} - episode over ({alert.get('reason', '')})"
+    sensors = ", ".join(
+        f"{s['sensor']} {s['observed']:.3g} (expected {s['expected']:.3g})"
+        for s in alert.get("top_sensors", [])
+    )
+    low, high = alert.get("warning_window_minutes") or (0.0, alert["horizon_minutes"])
+    return f"{head} - sheet break likely in the next {low:g}-{high:g} min; {sensors}"
+
+
 def episode_id(machine_id: str, started_ms: int) -> str:
     """Same machine and start time, same episode id: replays and retries agree."""
     return hashlib.sha256(f"{machine_id}|{started_ms}".encode()).hexdigest()[:20]
@@ -79,8 +95,10 @@ def alert_message(
     sensors: list[dict[str, Any]],
     model_version: str,
     horizon_minutes: float,
+    warning_minutes: tuple[float, float] = (2.0, 20.0),
 ) -> dict[str, Any]:
-    """The alert value, with exactly the fields of the contract (and the episode's reason)."""
+    """The alert value: the contract's fields, the episode's reason, and the lead window the
+    model was judged on (``horizon_minutes`` is only how far ahead its labels reached)."""
     message = {
         "alert_id": alert_id(machine_id, transition),
         "episode_id": episode_id(machine_id, transition.started_ms),
@@ -96,6 +114,7 @@ def alert_message(
         "top_sensors": sensors,
         "model_version": model_version,
         "horizon_minutes": horizon_minutes,
+        "warning_window_minutes": list(warning_minutes),
     }
     if transition.reason:
         message["reason"] = transition.reason

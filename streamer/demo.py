@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Producer
 
+from streamer.alerts import describe
 from streamer.bundle import Registry
 from streamer.events import event_metrics
 from streamer.produce import produce
@@ -70,22 +71,6 @@ def ensure_model(settings: StreamerSettings, epochs: int) -> None:
     subprocess.run(command, check=True)
 
 
-def operator_line(alert: dict[str, Any]) -> str:
-    """An alert as an operator reads it."""
-    sensors = ", ".join(
-        f"{s['sensor']} {s['observed']:.3g} (expected {s['expected']:.3g})"
-        for s in alert.get("top_sensors", [])
-    )
-    head = (
-        f"[{alert['status'].upper():8}] {alert['machine_id']} at {alert['ts']}: "
-        f"{alert['severity']}, score {alert['score']:.3g} / threshold "
-        f"{alert['threshold']:.3g}"
-    )
-    if alert["status"] == "resolved":
-        return f"{head} - episode over ({alert.get('reason', '')})"
-    return f"{head} - sheet break risk within {alert['horizon_minutes']:g} min; {sensors}"
-
-
 def summary(tally: Tally, min_lead: float = 2.0, max_lead: float = 20.0) -> str:
     """The closing report: rows, breaks, breaks warned with lead times, false alarms."""
     machines = sorted({m for m, _ in tally.breaks} | {m for m, _ in tally.opens})
@@ -106,6 +91,7 @@ def summary(tally: Tally, min_lead: float = 2.0, max_lead: float = 20.0) -> str:
             f"breaks:                 {result.breaks}",
             f"breaks warned {min_lead:g}-{max_lead:g} min ahead: {int(result.warned.sum())}"
             f" (lead minutes: {leads or 'none'})",
+            f"breaks missed:          {result.breaks - int(result.warned.sum())}",
             f"alert episodes:         {result.episodes}",
             f"false-alarm episodes:   {result.false_alarms} "
             f"({result.false_alarms_per_day:.1f} per simulated day)",
@@ -172,7 +158,7 @@ def run_demo(args: Any, kafka_settings: Any, stop: threading.Event, serve_metric
         tally = Tally()
 
         def on_alert(alert: dict[str, Any]) -> None:
-            print(operator_line(alert), flush=True)
+            print(describe(alert), flush=True)
             if alert["status"] == "open":
                 ms = int(np.datetime64(alert["ts"].rstrip("Z"), "ms").astype(np.int64))
                 tally.opens.append((alert["machine_id"], ms))

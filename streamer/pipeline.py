@@ -195,6 +195,7 @@ def _score_and_alert(
                 sensors,
                 bundle.version,
                 bundle.horizon_minutes,
+                (bundle.warning.min_lead_minutes, bundle.warning.max_lead_minutes),
             )
         )
 

@@ -15,6 +15,7 @@ import numpy as np
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer import kafka_io
+from streamer.alerts import describe
 from streamer.bundle import Registry
 from streamer.checkpoint import Checkpoint
 from streamer.checkpoint import encode as encode_checkpoint
@@ -294,6 +295,8 @@ class Streamer:
             metrics.alerts.labels(alert["status"]).inc()
             if self.on_alert is not None:
                 self.on_alert(alert)
+            else:  # one line per episode change, as the operators read it on the topic
+                log.info("%s", describe(alert))
         if len(outcome.scored):
             metrics.batch_size.observe(len(outcome.scored))
             metrics.batch_seconds.observe(outcome.seconds)

@@ -43,7 +43,7 @@ OAUTH_SECRET = "Pj6-sentinel-oauth-8Qw"
 SECRETS = (SECRET, KEY_SECRET, OAUTH_SECRET)
 ROOT = Path(__file__).resolve().parents[2]
 
-DOCUMENTED = {"episode_started_at", "peak_score", "reason"}
+DOCUMENTED = {"episode_started_at", "peak_score", "reason", "warning_window_minutes"}
 
 
 def closed_port() -> int:

@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
 from streamer import rows as r
-from streamer.alerts import CONTRACT_FIELDS, alert_id, alert_message, episode_id, top_sensors
+from streamer.alerts import (
+    CONTRACT_FIELDS,
+    alert_id,
+    alert_message,
+    describe,
+    episode_id,
+    top_sensors,
+)
 from streamer.episodes import EpisodePolicy, EpisodeState, advance, close, episode_starts
 from streamer.features import FeatureSpec
 from streamer.machines import BREAK, DEGRADED, READY, WARMING, DataQuality, MachineWindows
@@ -206,9 +213,13 @@ def test_alert_ids_are_deterministic_and_distinct_per_event():
     )
     assert [s["sensor"] for s in sensors] == ["b", "c"]
     assert sensors[0]["share"] == pytest.approx(0.75)
-    message = alert_message("PM1", opened, 1000, 2000, 5.0, 1.0, sensors, "v1", 4.0)
+    message = alert_message("PM1", opened, 1000, 2000, 5.0, 1.0, sensors, "v1", 4.0, (2, 20))
     assert set(message) >= CONTRACT_FIELDS
     assert message["ts"] == "1970-01-01T00:00:01.000Z"
+    # The operator's line names the window the model was judged on, not the label horizon.
+    line = describe(message)
+    assert line.startswith("[OPEN    ] PM1 at 1970-01-01T00:00:01.000Z")
+    assert "in the next 2-20 min; b 2 (expected 0.5), c 3 (expected 2)" in line
 
 
 def test_a_batch_with_many_rows_per_machine_equals_rows_one_at_a_time():
