@@ -15,6 +15,7 @@ from streamer.errors import ConfigError, SheetBreakError
 from streamer.labels import Horizon
 from trainer.data import DataOptions, Table
 from trainer.exits import EPILOG, OK, REFUSED, exit_code
+from trainer.fit_defaults import DEFAULT_METHOD
 from trainer.models import MODEL_KINDS, ModelConfig
 from trainer.registry_cli import add_registry_command, run_registry
 from trainer.sources import add_archive_flags, archive_table, check_source
@@ -212,7 +213,12 @@ def _fit_flags(
         default=registry,
         help="registry folder" + ("" if registry else " (default: a temporary one)"),
     )
-    flags.add("--model", default="lstm", choices=MODEL_KINDS, help="autoencoder kind")
+    flags.add(
+        "--model",
+        choices=MODEL_KINDS,
+        help="train this reference autoencoder on the raw rows instead of --method's default "
+        "(lstm: the articles' LSTM autoencoder)",
+    )
     flags.add("--units", type=comma_ints, help="layer sizes (default: lstm 5,16,1; dense 32,16,16)")
     flags.add(
         "--lookback",
@@ -283,7 +289,9 @@ def _fit_flags(
     flags.add(
         "--method",
         default=None,
-        help="a method of the walk-forward table to train and serve instead of --model: "
+        help=f"the method of the walk-forward table to train and serve (default "
+        f"{DEFAULT_METHOD}, chosen by the rule in README 'Detection quality'; --model alone "
+        "trains that autoencoder on raw rows instead): "
         "autoencoders (lstm, dense, pca, optionally on ld30 local deviations) and gbm-ft, "
         "joined by '+' into a rank ensemble, ending in -at (adaptive threshold) or -cN (one "
         "threshold putting at most N%% of validation rows in alert), e.g. "
@@ -463,13 +471,20 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
     defaults = training_defaults(args.split)
     from trainer.fit_method import plan  # noqa: PLC0415
 
-    method = plan(args.method) if args.method else None
+    unlabelled = args.split == UNSUPERVISED
+    name = args.method or (None if args.model or unlabelled else DEFAULT_METHOD)
+    method = plan(name) if name else None
+    if method is not None and method.composite and unlabelled:
+        raise ConfigError(
+            f"--method {name} learns from labelled breaks, which --split unsupervised does not "
+            "use; leave --method out (the reference LSTM) or give --model"
+        )
     return FitSettings(
         data=tuple(getattr(args, "data", ())),
         registry=args.registry,
         data_options=_data_options(args),
         model=ModelConfig(
-            kind=args.model,
+            kind=args.model or "lstm",
             units=args.units,
             epochs=args.epochs,
             batch_size=_given(args.batch_size, defaults["batch_size"]),
@@ -495,7 +510,7 @@ def fit_settings(args: argparse.Namespace) -> FitSettings:
         target_fpr=args.target_fpr,
         threshold_mode=args.threshold_mode or (method.threshold_mode if method else None),
         alert_share=method.alert_share if method else 1.0,
-        method=args.method if method and method.composite else None,
+        method=name if method and method.composite else None,
         threshold_quantile=args.threshold_quantile,
         threshold_multiplier=args.threshold_multiplier,
         target_rate=args.target_rate,

@@ -23,8 +23,6 @@ from trainer.prepare import Prepared
 from trainer.split import TRAIN, VALIDATION
 from trainer.variants import ScoreOptions
 
-DEFAULT_METHOD = "lstm-at"
-
 
 @dataclass(frozen=True)
 class MethodPlan:
