@@ -40,7 +40,11 @@ def load_evidence(path: Path | None = None) -> dict[str, Any]:
 
 
 def method_of(manifest: Mapping[str, Any]) -> str:
-    """The bundle's method in the backtest's naming: the model, ``-at`` if the threshold adapts."""
+    """The bundle's method in the backtest's naming: the one its score section names, else
+    the model with ``-at`` if the threshold adapts."""
+    named = (manifest.get("score") or {}).get("method")
+    if named:
+        return str(named)
     adaptive = manifest["threshold"].get("adaptive") is not None
     return f"{manifest['model']['kind']}{'-at' if adaptive else ''}"
 
@@ -74,7 +78,7 @@ def model_card(manifest: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
 
 
 def _what(manifest: Mapping[str, Any]) -> list[str]:
-    model, thr = manifest["model"], manifest["threshold"]
+    thr = manifest["threshold"]
     width = len(manifest["features"]["feature_names"])
     adaptive = thr.get("adaptive")
     if adaptive is not None:
@@ -98,16 +102,50 @@ def _what(manifest: Mapping[str, Any]) -> list[str]:
     return [
         "## What it does",
         "",
-        f"- Score: the {model['kind']} autoencoder (units {model['units']}, "
-        f"{model['parameters']:,} parameters) over windows of "
-        f"{manifest['preprocessing']['lookback']} rows of {width} features; the score is the "
-        f"{model['score']}.",
+        _score_line(manifest, width),
         f"- Threshold: {threshold}",
         f"- Alerts: an episode opens when a row's score reaches its threshold and closes after "
         f"{manifest['episodes']['clear_rows']} rows below it; the streamer publishes one "
         "message when it opens, one when it gets more severe, one when it ends.",
         "",
     ]
+
+
+def _score_line(manifest: Mapping[str, Any], width: int) -> str:
+    model, lookback = manifest["model"], manifest["preprocessing"]["lookback"]
+    autoencoder = (
+        f"the {model['kind']} autoencoder (units {model['units']}, {model['parameters']:,} "
+        f"parameters) over windows of {lookback} rows of {width} features"
+    )
+    section = manifest.get("score")
+    if not section:
+        return f"- Score: {autoencoder}; the score is the {model['score']}."
+    parts = []
+    for part in section["parts"]:
+        if part["kind"] == "trees":
+            recipe = part["recipe"]
+            parts.append(
+                f"gradient-boosted trees trained on the labelled breaks (the 20 minutes before "
+                f"each as positive) over each sensor's standard deviation in the last "
+                f"{recipe['volatility']} rows, its changes over {recipe['lags']} rows and its "
+                f"z-score against the {recipe['back']} rows before, plus the rows since the "
+                "last restart"
+            )
+        elif part.get("deviation_rows"):
+            parts.append(
+                f"{autoencoder}, each row taken as its deviation from the mean of the "
+                f"machine's previous {part['deviation_rows']} rows (drift in the levels "
+                "cancels out), scored by the reconstruction error of the last row"
+            )
+        else:
+            parts.append(f"{autoencoder}, scored by the reconstruction error of the last row")
+    if len(parts) == 1:
+        return f"- Score: {parts[0]}."
+    listed = "; ".join(f"({i + 1}) {text}" for i, text in enumerate(parts))
+    return (
+        f"- Score: the mean of the percentiles of {len(parts)} scores, each among its own "
+        f"scores on the validation rows: {listed}."
+    )
 
 
 def _why(
@@ -130,11 +168,18 @@ def _why(
             if settings
             else ""
         )
-        + f"The default is the row that warns the most breaks 2 to 20 minutes ahead within "
-        f"{budget:g} false-alarm episodes a day, fewer false alarms breaking ties.",
+        + (
+            f"The default was chosen by a rule fixed before the comparison ran: {evidence['rule']}"
+            if evidence.get("rule")
+            else f"The default is the row that warns the most breaks 2 to 20 minutes ahead "
+            f"within {budget:g} false-alarm episodes a day, fewer false alarms breaking ties."
+        ),
         "",
     ]
-    if best is not None:
+    if evidence.get("choice"):
+        lines += [str(evidence["choice"]), ""]
+        lines += _seed_table(evidence.get("seeds") or {}, mine)
+    elif best is not None:
         verdict = (
             f"This bundle's method, `{mine}`, is that row."
             if best["method"] == mine
@@ -160,6 +205,25 @@ def _why(
             f"| {folds} | {_fmt(r.get('median_lead_minutes'), 1)} "
             f"| {_fmt(r.get('roc_auc_mean_over_folds'))} |"
         )
+    return [*lines, ""]
+
+
+def _seed_table(seeds: Mapping[str, Any], mine: str) -> list[str]:
+    if not seeds:
+        return []
+    lines = [
+        "| candidate | seed | breaks warned | false alarms / day | by block | PR AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, runs in seeds.items():
+        name = f"**{method}**" if method == mine else method
+        for seed, r in runs.items():
+            folds = " / ".join(f"{x:.1f}" for x in r.get("false_alarms_per_day_by_fold", []))
+            lines.append(
+                f"| {name} | {seed} | {r['breaks_warned']} of {r['breaks']} | "
+                f"{_fmt(r['false_alarm_episodes_per_day'], 2)} | {folds or 'n/a'} | "
+                f"{_fmt(r.get('pr_auc_pooled'), 4)} |"
+            )
     return [*lines, ""]
 
 
@@ -220,6 +284,23 @@ def _failures(manifest: Mapping[str, Any]) -> list[str]:
             "- When a new model goes live, every machine's threshold starts again from the "
             "validation scores, so its first hours are judged against the training plant, "
             "not its own history (restarts and rebalances resume it from the state topic).",
+        ]
+    parts = (manifest.get("score") or {}).get("parts") or []
+    if any(p["kind"] == "trees" for p in parts):
+        lines += [
+            "- The trees learned from the breaks of their training days: a kind of break those "
+            "days did not hold gets only the autoencoder's share of the score, and a plant "
+            "whose archive carries no `break` signal cannot retrain them. Their score "
+            "follows short-term restlessness (a few sensors' standard deviation over the last "
+            "10 minutes leads it), so a grade change or a deliberate adjustment that moves "
+            "many sensors at once alerts like a precursor.",
+        ]
+    if any(p.get("deviation_rows") for p in parts):
+        lines += [
+            "- Deviations from the last hour or so cancel slow drift, and with it slow "
+            "precursors: a break announced by a level creeping over hours is not seen; each "
+            "restart needs 5 rows before the first score and about an hour before the local "
+            "mean settles.",
         ]
     lines += [
         f"- Sensors: it needs the {len(manifest['features']['sensors'])} sensors it was "
