@@ -141,8 +141,9 @@ def export_trees(model: Any) -> TreeEnsemble:
         raise ValueError("trees with categorical splits cannot be exported")
     width = max(len(n) for n in nodes)
 
-    def stack(name: str, dtype: type) -> np.ndarray:
-        out: np.ndarray = np.zeros((len(nodes), width), dtype=dtype)
+    def stack(name: str, dtype: type, pad: Any = 0) -> np.ndarray:
+        # Trees shorter than the longest are padded with leaves, which no split reaches.
+        out: np.ndarray = np.full((len(nodes), width), pad, dtype=dtype)
         for i, n in enumerate(nodes):
             out[i, : len(n)] = n[name]
         return out
@@ -154,6 +155,6 @@ def export_trees(model: Any) -> TreeEnsemble:
         right=stack("right", np.int64),
         value=stack("value", np.float64),
         missing_left=stack("missing_go_to_left", np.bool_),
-        leaf=stack("is_leaf", np.bool_),
+        leaf=stack("is_leaf", np.bool_, pad=True),
         baseline=float(np.ravel(model._baseline_prediction)[0]),
     )

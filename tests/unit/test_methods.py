@@ -6,6 +6,7 @@ import pytest
 from streamer.errorscore import ErrorScore
 from streamer.head import TreeEnsemble
 from streamer.labels import Horizon
+from streamer.score_spec import load_trees
 from trainer.data import read_table
 from trainer.ensemble import combine, percentile
 from trainer.inputs import Source, minutes_since_restart
@@ -108,3 +109,7 @@ def test_exported_trees_score_exactly_like_the_fitted_model_and_load_without_pic
     trees.save(tmp_path / "head.npz")
     again = TreeEnsemble.load(tmp_path / "head.npz")
     np.testing.assert_allclose(again.decision(x), model.decision_function(x), rtol=1e-9)
+    # Trees of different sizes are padded with leaves, which the bundle check accepts.
+    assert len({int((~leaf).sum()) for leaf in trees.leaf}) > 1
+    checked = load_trees(tmp_path / "head.npz", features=5)
+    np.testing.assert_array_equal(checked.decision(x), again.decision(x))
