@@ -57,6 +57,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from streamer import quiet_tf  # noqa: E402
 from streamer.broker import EmbeddedBroker  # noqa: E402
 from streamer.simulate import MachineSimulator, PlantParams  # noqa: E402
 
@@ -499,7 +500,7 @@ def broker_latency(
 
 def naive(bundle: Path, source: RowSource, rows: int) -> float:
     """The notebooks' way: decode a row, keep its window, ``model.predict`` on that one."""
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     from streamer.bundle import load_bundle  # noqa: PLC0415
 

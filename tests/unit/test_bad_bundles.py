@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from tiny_bundle import LOOKBACK, SENSORS, save_model, write_version
 
+from streamer import quiet_tf
 from streamer.bundle import MODEL_FILE, Registry, load_bundle
 from streamer.errors import BundleError
 from streamer.metrics import StreamerMetrics
@@ -59,7 +60,7 @@ class Models:
 
 
 def _keras_model(path: Path, build: Callable[[Any], tuple[Any, Any]]) -> Path:
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     keras.utils.set_random_seed(0)
     inputs, outputs = build(keras)
@@ -420,7 +421,7 @@ def test_a_model_file_linked_inside_the_bundle_is_accepted(registry, models, tmp
 
 def test_the_crafted_model_would_run_its_code_outside_safe_mode(models):
     # Proof that the Lambda bundles above are live: unsafe loading runs the embedded code.
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     assert not models.canary.exists()
     with pytest.raises(BundleError):

@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
+from streamer import quiet_tf
 from streamer.bundle import FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, load_bundle
 from streamer.cli import build_parser, kafka_settings, streamer_settings
 from streamer.episodes import EpisodePolicy, Step
@@ -80,7 +81,7 @@ def test_the_candidate_folder_comes_from_the_flag_or_the_environment():
 
 def write_bundle(folder, version, threshold, lookback=3, sensors=SENSORS, broken=False):
     """A bundle whose model reconstructs zeros, so a window's score is mean(last row ** 2)."""
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     folder.mkdir(parents=True)
     if broken:

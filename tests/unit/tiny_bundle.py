@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer import quiet_tf
 from streamer.bundle import FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, Registry
 from streamer.features import FeatureSpec
 from streamer.scoring import Scorer
@@ -38,7 +39,7 @@ def manifest(version: str, threshold: float, sensors: tuple[str, ...] = SENSORS)
 
 def save_model(path: Path, seed: int = 0, width: int = len(SENSORS)) -> None:
     """An untrained LSTM autoencoder with seeded weights: deterministic, not meaningful."""
-    import keras  # noqa: PLC0415
+    keras = quiet_tf.keras()
 
     keras.utils.set_random_seed(seed)
     build_lstm(LOOKBACK, width, (4, 2)).save(path)
