@@ -61,9 +61,9 @@ class ShortFeatures:
 
     def compute(self, history: np.ndarray, valid: np.ndarray, age: np.ndarray) -> np.ndarray:
         """Features of each history's last row; ``age`` counts its stretch's rows so far."""
-        hist = history[:, -self.length :].astype(np.float64)
+        hist = history[:, -self.length :]
         valid = np.minimum(valid, self.length)
-        last = hist[:, -1]
+        last = hist[:, -1].astype(np.float64)
         parts = [_masked_std(hist[:, -self.volatility :], valid)]
         for lag in self.lags:
             has = (valid > lag)[:, None]
@@ -87,15 +87,23 @@ def _mask(rows: int, valid: np.ndarray) -> np.ndarray:
     return np.arange(rows)[None, :] >= rows - np.minimum(valid, rows)[:, None]
 
 
+def _masked_mean(
+    rows: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count, mean and the kept rows (zeros elsewhere, in the rows' own dtype); sums are
+    taken in float64 along the rows axis, one row after the other, whatever the batch."""
+    count = mask.sum(axis=1)
+    kept = np.where(mask[..., None], rows, rows.dtype.type(0))
+    mean = kept.sum(axis=1, dtype=np.float64) / np.maximum(count, 1)[:, None]
+    return count, mean, kept
+
+
 def _masked_moments(
     rows: np.ndarray, mask: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    count = mask.sum(axis=1)
-    kept = np.where(mask[..., None], rows, 0.0)
-    mean = kept.sum(axis=1) / np.maximum(count, 1)[:, None]
-    spread = np.where(mask[..., None], rows - mean[:, None, :], 0.0)
-    var = (spread * spread).sum(axis=1) / np.maximum(count, 1)[:, None]
-    return count, mean, var
+    count, mean, kept = _masked_mean(rows, mask)
+    squares = np.square(kept, dtype=np.float64).sum(axis=1) / np.maximum(count, 1)[:, None]
+    return count, mean, np.maximum(squares - mean * mean, 0.0)
 
 
 def _masked_std(rows: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -108,15 +116,15 @@ def _zscore(rows: np.ndarray, valid: np.ndarray) -> np.ndarray:
     before = rows[:, :-1]
     count, mean, var = _masked_moments(before, _mask(before.shape[1], valid - 1))
     floor = 1e-3 * (np.abs(mean) + 1e-3)
-    z = (rows[:, -1] - mean) / np.maximum(np.sqrt(var), floor)
+    z = (rows[:, -1].astype(np.float64) - mean) / np.maximum(np.sqrt(var), floor)
     return np.where((count >= 2)[:, None], np.clip(z, -_Z_LIMIT, _Z_LIMIT), 0.0)
 
 
 def local_deviation(slices: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Each slice's last row minus the plain mean of the rows before it in the stretch
     (zero for a stretch's first row). ``slices`` is (samples, back + 1, sensors)."""
-    before = slices[:, :-1].astype(np.float64)
-    count, mean, _ = _masked_moments(before, _mask(before.shape[1], valid - 1))
+    before = slices[:, :-1]
+    count, mean, _ = _masked_mean(before, _mask(before.shape[1], valid - 1))
     dev = slices[:, -1].astype(np.float64) - mean
     return np.where((count >= 1)[:, None], dev, 0.0).astype(np.float32)
 
