@@ -87,9 +87,7 @@ def _mask(rows: int, valid: np.ndarray) -> np.ndarray:
     return np.arange(rows)[None, :] >= rows - np.minimum(valid, rows)[:, None]
 
 
-def _masked_mean(
-    rows: np.ndarray, mask: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _masked_mean(rows: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Count, mean and the kept rows (zeros elsewhere, in the rows' own dtype); sums are
     taken in float64 along the rows axis, one row after the other, whatever the batch."""
     count = mask.sum(axis=1)
