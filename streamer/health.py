@@ -25,6 +25,9 @@ LIVE_SECONDS = 120.0
 READY_SECONDS = 30.0
 """The broker must have answered within this long for the member to be ready."""
 PROBE_TIMEOUT = 1.0
+"""How long a metadata probe waits for the broker's answer."""
+PROBE_MISSES = 2
+"""Unanswered probes in a row that count as the broker lost."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Health:
         self.last_poll = clock()
         self.last_broker: float | None = None
         self.broker_lost_at: float | None = None
+        self.probe_misses = 0
         self.has_joined = False
 
     def polled(self) -> None:
@@ -64,6 +68,7 @@ class Health:
         """A request to the broker succeeded."""
         self.last_broker = self.clock()
         self.broker_lost_at = None
+        self.probe_misses = 0
 
     def broker_lost(self) -> None:
         """The broker is known to be unreachable now (the client lost every connection, or
@@ -73,12 +78,16 @@ class Health:
             self.broker_lost_at = self.clock()
 
     def probe(self, consumer: Any, topic: str) -> None:
-        """Ask the broker for the topic's metadata (from the loop's thread); note the answer."""
+        """Ask the broker for the topic's metadata (from the loop's thread); note the answer.
+        ``PROBE_MISSES`` unanswered probes in a row count as lost: one slow answer on a busy
+        broker is not an outage."""
         try:
             consumer.list_topics(topic, timeout=PROBE_TIMEOUT)
         except Exception as exc:  # any failure means the broker did not answer in time
             log.debug("broker probe failed: %s", exc)
-            self.broker_lost()
+            self.probe_misses += 1
+            if self.probe_misses >= PROBE_MISSES:
+                self.broker_lost()
             return
         self.broker_answered()
 

@@ -112,10 +112,15 @@ def ensure_topic(admin: Any, name: str, partitions: int, timeout: float) -> int:
     raise BrokerError(f"topic {name!r} is not in the metadata {timeout} s after its creation")
 
 
-def retry(call: Callable[[float], Any], stopping: Callable[[], bool], step: float = 1.0) -> bool:
+def retry(
+    call: Callable[[float], Any],
+    stopping: Callable[[], bool],
+    step: float = 1.0,
+    waiting: Callable[[], Any] | None = None,
+) -> bool:
     """Call ``call(timeout)`` with short timeouts until it succeeds (True) or ``stopping()``
     turns true (False), so a broker out of reach never holds up a stop for long. Errors that
-    a retry cannot mend are raised."""
+    a retry cannot mend are raised; ``waiting()``, if given, runs after each failed try."""
     while not stopping():
         try:
             call(step)
@@ -124,6 +129,8 @@ def retry(call: Callable[[float], Any], stopping: Callable[[], bool], step: floa
             if not (isinstance(error, KafkaError) and error.retriable()):
                 raise
             log.debug("retrying after %s", error)
+            if waiting is not None:
+                waiting()
             continue
         return True
     return False

@@ -159,9 +159,17 @@ class Streamer:
                 last_lag = now
 
     def _retry(self, call: Callable[[float], Any]) -> None:
-        """A broker call with short timeouts until it succeeds; StoppedError if stopped first."""
-        if not kafka_io.retry(call, self.stop.is_set):
+        """A broker call with short timeouts until it succeeds; StoppedError if stopped first.
+
+        While it waits the loop is alive (it is not stuck, it is retrying), and each failed
+        try asks the broker for metadata, so /readyz turns 503 as soon as no broker answers."""
+        if not kafka_io.retry(call, self.stop.is_set, waiting=self._waiting):
             raise StoppedError("stopped while waiting for the broker")
+
+    def _waiting(self) -> None:
+        self.health.polled()
+        if self._consumer is not None:
+            self.health.probe(self._consumer, self.settings.topic)
 
     def _poll(self, consumer: Any) -> list[Message]:
         """Wait for the first row only, then take what has already arrived, up to a limit.

@@ -328,7 +328,9 @@ def test_a_broker_outage_is_reported_survived_and_caught_up(
         ends = pacer.finish(300)
         wait_until(lambda: watcher.reached(ends), 120, "every row committed after the outage")
         caught_up = time.monotonic() - restored_at
-        assert process.value("sheetbreak_broker_reachable") == 1
+        wait_until(
+            lambda: process.value("sheetbreak_broker_reachable") == 1, 30, "reachable on /metrics"
+        )
         assert "lost every broker connection" in process.log_text()
         assert process.terminate() == 0, process.tail()
         got = committed_alerts(bootstrap, settings.alerts_topic)

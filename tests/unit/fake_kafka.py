@@ -63,6 +63,7 @@ class Cluster:
     topics: dict[str, list[list[Record]]] = field(default_factory=dict)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     up: bool = True
+    drop_at_commit: bool = False  # the next commit finds the broker gone (``up`` turns false)
     calls: list[tuple[str, Any]] = field(default_factory=list)
     reassign: list[list[int]] = field(default_factory=list)  # rebalances still to come
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -210,6 +211,8 @@ class FakeProducer:
         self.cluster.calls.append(("offsets", [(tp.partition, tp.offset) for tp in offsets]))
 
     def commit_transaction(self, timeout: float) -> None:
+        if self.cluster.drop_at_commit:
+            self.cluster.drop_at_commit, self.cluster.up = False, False
         self.cluster.check()
         for topic, partition, key, value in self.pending:
             self.cluster.append(topic, partition, key, value)

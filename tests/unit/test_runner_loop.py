@@ -142,6 +142,23 @@ def test_a_broker_that_comes_late_is_waited_for_unready_and_a_stop_is_quick(regi
     assert time.monotonic() - started < 2.0
 
 
+def test_a_broker_lost_during_a_commit_shows_unready_while_the_loop_waits_alive(registry):
+    cluster = cluster_with_rows(machines=2, rows=6)
+    with looping(cluster, registry) as (streamer, _):
+        wait(lambda: caught_up(cluster), "the first rows committed")
+        cluster.drop_at_commit = True
+        add_rows(cluster, machines=2, steps=range(6, 12), seed=1)
+        wait(lambda: not cluster.up, "a commit that finds the broker gone")
+        wait(lambda: not streamer.health.readiness().ok, "the outage on /readyz")
+        assert streamer.health.readiness().detail["broker_reachable"] is False
+        assert streamer.health.liveness().ok
+        cluster.up = True
+        wait(lambda: caught_up(cluster), "every row committed once the broker is back")
+        wait(lambda: streamer.health.readiness().ok, "ready again")
+    got = alerts(cluster)
+    assert len(got) == len({a["alert_id"] for a in got}), "each alert once"
+
+
 def test_partitions_given_back_at_the_own_commit_keep_their_windows_others_are_rebuilt(
     registry,
 ):
