@@ -1,4 +1,4 @@
-"""Per-machine state: the window of rows, carried-forward sensors and the alert episode.
+"""Per-machine windows: the rows, carried-forward sensors and the data-quality rule.
 
 Windows hold rows in sensor units; a batch is scaled when it is scored, so a new bundle
 with the same features takes over the windows as they are.
@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamer.calibrate import CalibrationState
 from streamer.checkpoint import Checkpoint
-from streamer.episodes import EpisodeState
 from streamer.features import FeatureSpec
 from streamer.rows import INCOMPATIBLE_SENSORS, NON_FINITE, OUT_OF_ORDER, Row, RowRejected
 
@@ -44,7 +42,7 @@ class DataQuality:
 
 @dataclass(slots=True)
 class Machine:
-    """What the streamer keeps for one machine."""
+    """One machine's window (its decisions are its model's decider's)."""
 
     window: np.ndarray
     partition: int
@@ -52,23 +50,22 @@ class Machine:
     last_ts: int = -1
     last_raw: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     seen_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    episode: EpisodeState = field(default_factory=EpisodeState)
-    openings: tuple[int, ...] = ()  # recent episode starts, to judge a break's lead time
-    calibration: CalibrationState | None = None  # its adaptive threshold's recent scores
-    threshold: float = float("nan")  # the threshold its latest scored row met
-    calibrated_through: int = -1  # resumed from a checkpoint: its rows up to here are in it
-    checkpointed: float = float("nan")  # minutes of its latest checkpoint (or first score)
-    decided_through: int = -1  # resumed: its episode already holds its rows up to this time
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """The outcome of one accepted row, and whether it cut the machine's stretch."""
+    """The outcome of one accepted row, and whether it cut the machine's stretch.
+
+    ``started``: the row found the machine new to the windows (first sight, or back from
+    idle), so its decisions start afresh too, from ``checkpoint`` when one was resumed.
+    """
 
     kind: str
     raw: np.ndarray
     restarted: str = ""
     age: int = 0  # rows of the machine's stretch so far, this one included (READY rows)
+    started: bool = False
+    checkpoint: Checkpoint | None = None
 
 
 class MachineWindows:
@@ -83,6 +80,7 @@ class MachineWindows:
         self.width = len(spec.feature_names)
         self.machines: dict[str, Machine] = {}
         self.resumed: dict[str, tuple[int, Checkpoint]] = {}  # taken up at first sight
+        self.taken: dict[str, Checkpoint] = {}  # resumed by the machine's latest start
         # Per partition, the newest accepted row's time: the clock idleness is read on, so
         # a machine's fate depends on its partition's rows in order, never on wall-clock
         # time, batch boundaries or how the partitions of a backlog interleave.
@@ -111,9 +109,14 @@ class MachineWindows:
                 seen_ts=np.full(self.width, -1, np.int64),
             )
             self.machines[machine_id] = machine
+            self.taken.pop(machine_id, None)
             resumed = self.resumed.pop(machine_id, None)
             if resumed is not None and not self._idle(_row_ts(resumed[1]), partition, ts_ms):
-                _resume(machine, resumed[1], ts_ms)
+                self.taken[machine_id] = checkpoint = resumed[1]
+                if checkpoint.episode is not None and ts_ms > checkpoint.ts_ms:
+                    # None of its rows up to the checkpoint are read back, so a gap after it
+                    # is seen as one.
+                    machine.last_ts = checkpoint.ts_ms
         machine.partition = partition
         return machine
 
@@ -184,8 +187,10 @@ class MachineWindows:
         self._check_named(known)
         held = self.machines.get(row.machine_id)
         machine = self.get(row.machine_id, partition, row.ts_ms)
-        if held is not None and machine is not held:
+        started = machine is not held
+        if held is not None and started:
             batch.forget(row.machine_id)  # it was idle: what the batch holds of it is void
+        seen = (started, self.taken.pop(row.machine_id, None) if started else None)
         if row.ts_ms <= machine.last_ts:
             raise RowRejected(
                 OUT_OF_ORDER,
@@ -206,17 +211,17 @@ class MachineWindows:
             batch.vectors[i] = raw
         if row.brk:
             machine.count = 0
-            return Observation(BREAK, raw, "break")
+            return Observation(BREAK, raw, "break", 0, *seen)
         if not complete and np.isnan(raw).any():
             machine.count = 0
-            return Observation(DEGRADED, raw, "degraded")
+            return Observation(DEGRADED, raw, "degraded", 0, *seen)
         recent = batch.push(row.machine_id, machine, i)
         machine.count += 1
         if machine.count < self.lookback:
-            return Observation(WARMING, raw, restarted)
+            return Observation(WARMING, raw, restarted, 0, *seen)
         if keep_ready:
             batch.ready.append(recent.copy())
-        return Observation(READY, raw, restarted, machine.count)
+        return Observation(READY, raw, restarted, machine.count, *seen)
 
     def _fill(self, machine: Machine, raw: np.ndarray, ts_ms: int) -> np.ndarray:
         """Carry missing sensors forward for a bounded time."""
@@ -231,6 +236,7 @@ class MachineWindows:
         gone = [m for m, state in self.machines.items() if state.partition in partitions]
         for machine_id in gone:
             del self.machines[machine_id]
+            self.taken.pop(machine_id, None)
         for machine_id in [m for m, (p, _) in self.resumed.items() if p in partitions]:
             del self.resumed[machine_id]
         for partition in partitions:
@@ -288,19 +294,6 @@ def _row_ts(checkpoint: Checkpoint) -> int:
     if checkpoint.ts_ms >= 0:
         return checkpoint.ts_ms
     return round(checkpoint.state.last_minutes * 60_000)
-
-
-def _resume(machine: Machine, checkpoint: Checkpoint, ts_ms: int) -> None:
-    """A machine first seen in a rebuild at a row at ``ts_ms`` takes up its checkpoint."""
-    machine.calibration = checkpoint.state
-    machine.calibrated_through = checkpoint.offset
-    machine.checkpointed = checkpoint.state.last_minutes
-    if checkpoint.episode is None:
-        return
-    machine.episode, machine.threshold = checkpoint.episode, checkpoint.threshold
-    machine.decided_through = checkpoint.ts_ms
-    if ts_ms > checkpoint.ts_ms:  # none of its rows up to the checkpoint are read back
-        machine.last_ts = checkpoint.ts_ms  # so a gap after it is seen as one
 
 
 class _Batch:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -210,7 +209,7 @@ class Streamer:
             self.shadow,
         )
         try:
-            self._publish(messages, outcome, self._due_checkpoints(messages, outcome))
+            self._publish(messages, outcome, self._due_checkpoints(outcome))
         except KafkaException as exc:
             self._recover(exc)
             return
@@ -218,33 +217,12 @@ class Streamer:
         self._evict({m.partition() or 0 for m in messages})
         self._row_seconds = (time.monotonic() - started) / len(messages)
 
-    def _due_checkpoints(
-        self, messages: list[Message], outcome: BatchOutcome
-    ) -> list[tuple[int, Checkpoint]]:
+    def _due_checkpoints(self, outcome: BatchOutcome) -> list[tuple[int, Checkpoint]]:
         """The machines of this batch whose adaptive-threshold state is due to be written,
         with their episodes, as of their last row in it."""
         partitions = self.rebuilder.state_partitions() if outcome.machines else 0
-        if not partitions:
-            return []
-        due = []
-        version, every = self.model.bundle.version, self.settings.checkpoint_minutes
-        for machine_id, index in outcome.last_rows.items():
-            machine = self.windows.machines.get(machine_id)
-            state = machine.calibration if machine is not None else None
-            message = messages[index]
-            partition = message.partition() or 0
-            if machine is None or state is None or partition >= partitions:
-                continue
-            if math.isnan(machine.checkpointed):
-                machine.checkpointed = state.last_minutes  # its clock starts
-            elif state.last_minutes - machine.checkpointed >= every:
-                machine.checkpointed = state.last_minutes
-                checkpoint = Checkpoint(
-                    *(machine_id, message.offset() or 0, version, state),
-                    *(machine.last_ts, machine.episode, machine.threshold),
-                )
-                due.append((partition, checkpoint))
-        return due
+        every = self.settings.checkpoint_minutes
+        return self.model.decider.due(outcome.last_rows, every, partitions)
 
     def _publish(
         self,
@@ -343,7 +321,7 @@ class Streamer:
         committed: list[TopicPartition] = []
         self._retry(lambda t: committed.extend(consumer.committed(partitions, t)))
         self.windows = self._new_windows()
-        self._sync_shadow()
+        self._sync_decisions()
         for tp in committed:
             offset = max(tp.offset, 0)
             self._rebuild(tp.partition, offset)
@@ -361,14 +339,14 @@ class Streamer:
             kept = tp.partition in self._stale and self.committed.get(tp.partition) == start
             if not kept:
                 self.windows.drop_partitions({tp.partition})
-                self._sync_shadow()
+                self._sync_decisions()
                 self._rebuild(tp.partition, start)
             self.assigned.add(tp.partition)
             if tp.offset >= 0:
                 self.committed[tp.partition] = tp.offset
             self._stale.discard(tp.partition)
         self.windows.drop_partitions(self._stale)
-        self._sync_shadow()
+        self._sync_decisions()
         self._stale.clear()
         log.info(
             "%s: assigned partitions %s",
@@ -417,12 +395,8 @@ class Streamer:
             return
         old, new = self.model.bundle, model.bundle
         rebuild = (new.lookback, new.history) != (old.lookback, old.history)
+        model.decider.carry_episodes(self.model.decider)
         self.model = model
-        for machine in self.windows.machines.values():
-            # Thresholds start again from the new model's own prior: its scores differ.
-            machine.calibration = None
-            machine.threshold = machine.checkpointed = float("nan")
-            machine.calibrated_through = -1
         self.windows.resumed.clear()
         self.metrics.model_reloads.labels("loaded").inc()
         self.metrics.use_model(model.bundle.version, model.bundle.threshold)
@@ -430,7 +404,7 @@ class Streamer:
         self._check_shadow()  # before any replay: a candidate may not fit the new model
         if rebuild and self._consumer is not None:
             self.windows = self._new_windows()
-            self._sync_shadow()
+            self._sync_decisions()
             for partition in sorted(self.assigned):
                 self._rebuild(partition, self.committed.get(partition, 0))
 
@@ -451,7 +425,7 @@ class Streamer:
         """Forget the machines of these partitions that their partition's rows left idle."""
         gone = self.windows.evict_idle(partitions)
         if gone:
-            self._sync_shadow()
+            self._sync_decisions()
             self.metrics.machines.set(len(self.windows))
             log.info("forgot %d idle machines", gone)
 
@@ -476,13 +450,14 @@ class Streamer:
         if active is None:
             self.metrics.shadow.use(None)
             return
-        active.episodes.clear()  # it may have sat out while it was the serving model
+        active.decider.clear()  # it may have sat out while it was the serving model
         self.metrics.shadow.use(active.version, active.bundle.threshold)
 
-    def _sync_shadow(self) -> None:
-        """The candidate forgets the machines the windows forgot (revoked, evicted, rebuilt)."""
+    def _sync_decisions(self) -> None:
+        """The deciders forget the machines the windows forgot (revoked, evicted, rebuilt)."""
+        self.model.decider.keep(self.windows.machines)
         if self.shadow is not None:
-            self.shadow.episodes.keep(self.windows.machines)
+            self.shadow.decider.keep(self.windows.machines)
 
 
 def _threshold_text(model: Model) -> str:

@@ -1,37 +1,30 @@
 """A candidate bundle scored beside the serving one on the same windows, never published.
 
-The candidate keeps episodes of its own per machine, so its would-be alerts, its scores and
-the breaks it would have warned of can be set against the serving model's on live rows.
+The candidate decides through a decider of its own (the same path as the serving model's),
+so its would-be alerts, its scores and the breaks it would have warned of can be set
+against the serving model's on live rows; its changes are counted, never published.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from streamer.bundle import MANIFEST_FILE, MODEL_FILE, Bundle, load_bundle
-from streamer.calibrate import Calibration, CalibrationState, calibrate_many
+from streamer.decider import Decider, Decision
 from streamer.detector import Detector, load_detector
-from streamer.episodes import EpisodePolicy, EpisodeState, Step, advance, close, scored_rows
+from streamer.episodes import Step
 from streamer.errors import BundleError
-from streamer.leadtime import Verdict, WarningWindow
+from streamer.leadtime import Verdict
 
 log = logging.getLogger(__name__)
 
 LOADED, REFUSED, STOPPED, UNCHANGED = "loaded", "refused", "stopped", ""
-
-
-@dataclass(slots=True)
-class Track:
-    """One machine's candidate episode, and when its recent episodes opened."""
-
-    episode: EpisodeState = field(default_factory=EpisodeState)
-    openings: tuple[int, ...] = ()
 
 
 @dataclass
@@ -55,77 +48,6 @@ class ShadowOutcome:
         )
 
 
-class ShadowEpisodes:
-    """The candidate's episodes per machine, advanced by the serving batch's steps."""
-
-    def __init__(
-        self,
-        threshold: float,
-        policy: EpisodePolicy,
-        warning: WarningWindow,
-        calibration: Calibration | None = None,
-    ) -> None:
-        self.threshold, self.policy, self.warning = threshold, policy, warning
-        self.calibration = calibration
-        self.tracks: dict[str, Track] = {}
-        self.calibrated: dict[str, CalibrationState] = {}
-
-    def thresholds(self, steps: Sequence[Step], scores: np.ndarray) -> np.ndarray:
-        """The candidate's threshold for each scored row (its own per-machine adaptive
-        one, when it carries a calibration)."""
-        if self.calibration is None:
-            return np.full(len(scores), self.threshold)
-        keys, minutes = scored_rows(list(steps))
-        return calibrate_many(
-            self.calibration, self.calibrated, keys, np.asarray(scores, np.float64), minutes
-        )
-
-    def follow(
-        self, steps: Sequence[Step], scores: np.ndarray, thresholds: np.ndarray | None = None
-    ) -> tuple[Counter[str], list[Verdict]]:
-        """Apply the steps in order; the would-be alert events by status, and judged breaks.
-        ``thresholds`` are those :meth:`thresholds` gave for these rows (found if not given)."""
-        if thresholds is None:
-            thresholds = self.thresholds(steps, scores)
-        events: Counter[str] = Counter()
-        breaks: list[Verdict] = []
-        limits = thresholds.tolist()
-        alerting = (np.asarray(scores, np.float64) >= thresholds).tolist()
-        for step in steps:
-            k, track = step.position, self.tracks.get(step.machine)
-            if k < 0:
-                if step.reason == "break":
-                    breaks.append(self.warning.judge(track.openings if track else (), step.ts_ms))
-                if track is None:
-                    continue
-                track.episode, event = close(track.episode, step.reason)
-            elif alerting[k] or (track is not None and track.episode.started_ms is not None):
-                if track is None:
-                    track = self.tracks[step.machine] = Track()
-                track.episode, event = advance(
-                    track.episode, step.ts_ms, float(scores[k]), limits[k], self.policy
-                )
-            else:
-                continue  # no episode and a score under the threshold: nothing happens
-            if event is not None:
-                events[event.status] += 1
-                if event.status == "open":
-                    track.openings = self.warning.remember(track.openings, step.ts_ms)
-        return events, breaks
-
-    def keep(self, machines: Container[str]) -> None:
-        """Forget the machines the serving windows no longer hold (evicted, revoked)."""
-        for machine in [m for m in self.tracks if m not in machines]:
-            del self.tracks[machine]
-        for machine in [m for m in self.calibrated if m not in machines]:
-            del self.calibrated[machine]
-
-    def clear(self) -> None:
-        """Forget every machine (the serving windows were rebuilt)."""
-        self.tracks.clear()
-        self.calibrated.clear()
-
-
 def check_fits(candidate: Bundle, serving: Bundle) -> None:
     """Refuse a candidate that cannot score the serving model's windows as they are."""
     if candidate.spec.feature_names != serving.spec.feature_names:
@@ -146,14 +68,17 @@ def check_fits(candidate: Bundle, serving: Bundle) -> None:
         )
 
 
+def counted(decision: Decision) -> Counter[str]:
+    """A decision's would-be alert events by status."""
+    return Counter(change.transition.status for change in decision.changes)
+
+
 class Shadow:
-    """A loaded candidate: its bundle, its compiled score and its own episodes."""
+    """A loaded candidate: its bundle, its compiled score and its own decider."""
 
     def __init__(self, bundle: Bundle, detector: Detector) -> None:
         self.bundle, self.detector = bundle, detector
-        self.episodes = ShadowEpisodes(
-            bundle.threshold, bundle.episode_policy, bundle.warning, bundle.calibration
-        )
+        self.decider = Decider.for_bundle(bundle)
 
     @property
     def version(self) -> str:
@@ -167,14 +92,22 @@ class Shadow:
         check_fits(bundle, serving)
         return cls(bundle, load_detector(bundle))
 
-    def run(self, raw: np.ndarray, age: np.ndarray, steps: Sequence[Step]) -> ShadowOutcome:
-        """Score the batch's histories (sensor units) in one call and follow episodes."""
+    def run(
+        self,
+        raw: np.ndarray,
+        age: np.ndarray,
+        steps: Sequence[Step],
+        offsets: Sequence[int] | None = None,
+    ) -> ShadowOutcome:
+        """Score the batch's histories (sensor units) in one call and decide as serving
+        would; the changes are only counted."""
         scores = np.zeros(0)
         if len(raw):
             scores = self.detector.score(raw, np.minimum(age, raw.shape[1]), age).scores
-        thresholds = self.episodes.thresholds(steps, scores)
-        events, breaks = self.episodes.follow(steps, scores, thresholds)
-        return ShadowOutcome(self.version, scores, events, breaks, thresholds)
+        decision = self.decider.decide(steps, scores, offsets)
+        return ShadowOutcome(
+            self.version, scores, counted(decision), decision.breaks, decision.thresholds
+        )
 
 
 Identity = tuple[int, int, int, int]

@@ -559,6 +559,9 @@ def memory_child(bundle: Path, machines: int) -> None:
         def partition(self) -> int:
             return 0
 
+        def offset(self) -> int:
+            return 0
+
     # Rows of 1,000 simulated machines renamed into ``machines`` distinct ones.
     base = [orjson.loads(v) for _, v in source.take(1000 * (b.lookback + 1))]
     base.sort(key=lambda row: (row["machine_id"], row["ts"]))

@@ -22,6 +22,7 @@ from streamer.calibrate import (
     thresholds_table,
 )
 from streamer.checkpoint import Checkpoint, decode, encode, newest
+from streamer.decider import Decider
 from streamer.machines import DataQuality, MachineWindows
 from streamer.pipeline import Model, process
 from streamer.scoring import Scorer
@@ -161,7 +162,7 @@ def test_streamer_thresholds_equal_the_trainers_table_and_alerts_carry_them(mode
         minutes, scores, thresholds = (np.array(c) for c in zip(*rows, strict=True))
         table = thresholds_table(calibration, scores, minutes, np.zeros(len(scores), int))
         np.testing.assert_allclose(thresholds, table, rtol=1e-9, err_msg=machine)
-        assert windows.machines[machine].calibration is not None
+        assert adaptive.decider.machines[machine].calibration is not None
     by_row = {(m, _iso(t)): thr for m, rows in scored.items() for t, _, thr in rows}
     opened = [a for a in alerts if a["status"] == "open"]
     assert opened
@@ -236,12 +237,16 @@ def test_a_resumed_machine_does_not_count_its_checkpointed_rows_twice(models):
         message.number = offset
     windows = _windows(adaptive)
     outcome = process(adaptive, windows, messages[:50], 65_536, START_MS)
-    state = windows.machines["M0"].calibration
+    state = adaptive.decider.machines["M0"].calibration
     assert state is not None and len(outcome.scored) > 40
     # A rebuilt streamer resumes M0 from that state and replays some rows it already holds.
-    rebuilt = _windows(adaptive)
+    again = Model(adaptive.bundle, adaptive.detector, Decider.for_bundle(adaptive.bundle))
+    rebuilt = _windows(again)
     rebuilt.resume(0, {"M0": Checkpoint("M0", 49, adaptive.bundle.version, state)})
-    process(adaptive, rebuilt, messages[40:50], 65_536, START_MS)
-    np.testing.assert_array_equal(rebuilt.machines["M0"].calibration.counts, state.counts)
-    after = [process(adaptive, w, messages[50:], 65_536, START_MS) for w in (windows, rebuilt)]
+    process(again, rebuilt, messages[40:50], 65_536, START_MS)
+    np.testing.assert_array_equal(again.decider.machines["M0"].calibration.counts, state.counts)
+    after = [
+        process(m, w, messages[50:], 65_536, START_MS)
+        for m, w in ((adaptive, windows), (again, rebuilt))
+    ]
     np.testing.assert_allclose(after[0].thresholds, after[1].thresholds, rtol=1e-12)

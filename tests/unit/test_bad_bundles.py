@@ -348,6 +348,9 @@ class Message:
     def partition(self) -> int:
         return 0
 
+    def offset(self) -> int:
+        return 0
+
 
 def _rows(start: int, count: int) -> list[Message]:
     rng = np.random.default_rng(start)

@@ -62,10 +62,9 @@ def test_a_machine_back_after_idling_starts_afresh_whether_or_not_eviction_ran()
 
 def test_a_machine_silent_longer_than_the_idle_time_on_its_own_starts_afresh():
     w = windows()
-    w.observe(row("A", 0), 0)
-    w.machines["A"].calibration = CalibrationState(np.ones(3), 0.0)
-    w.observe(row("A", 91), 0)
-    assert w.machines["A"].calibration is None
+    assert w.observe(row("A", 0), 0).started
+    assert not w.observe(row("A", 2), 0).started
+    assert w.observe(row("A", 93), 0).started  # its decisions start afresh with it
     with pytest.raises(RowRejected):  # and out-of-order rows are still refused
         w.observe(row("A", 50), 0)
 
@@ -82,11 +81,12 @@ def test_a_checkpoint_of_a_machine_that_was_idle_is_not_resumed():
     w = windows()
     w.resume(0, {"A": Checkpoint("A", 5, "v1", state), "B": Checkpoint("B", 6, "v1", state)})
     w.observe(row("C", 95), 0)  # rebuilt rows show the partition 85 minutes on
-    w.observe(row("A", 99), 0)  # 89 minutes after A's checkpointed row: A was not idle
+    a = w.observe(row("A", 99), 0)  # 89 minutes after A's checkpointed row: A was not idle
     w.observe(row("C", 101), 0)
-    w.observe(row("B", 102), 0)  # 92 minutes: B was, and starts from the prior
-    assert w.machines["A"].calibration is state
-    assert w.machines["B"].calibration is None
+    b = w.observe(row("B", 102), 0)  # 92 minutes: B was, and starts from the prior
+    assert a.started and a.checkpoint is not None and a.checkpoint.state is state
+    assert b.started and b.checkpoint is None
+    assert not w.observe(row("A", 100), 0).started
 
 
 def stream(machines: int, rows_each: int, seed: int) -> list[tuple[Row, int]]:

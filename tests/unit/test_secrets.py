@@ -325,6 +325,9 @@ class Row:
     def partition(self) -> int:
         return 0
 
+    def offset(self) -> int:
+        return 0
+
 
 def alerts_of_a_stretch(model: Model) -> tuple[list[dict[str, Any]], list[list[float]]]:
     """Alerts for a machine whose rows wander off and come back, and the rows' values."""

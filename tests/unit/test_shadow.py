@@ -11,6 +11,7 @@ import pytest
 from streamer import quiet_tf
 from streamer.bundle import FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, load_bundle
 from streamer.cli import build_parser, kafka_settings, streamer_settings
+from streamer.decider import Decider
 from streamer.episodes import EpisodePolicy, Step
 from streamer.errors import BundleError
 from streamer.features import FeatureSpec
@@ -23,9 +24,9 @@ from streamer.shadow import (
     STOPPED,
     UNCHANGED,
     Shadow,
-    ShadowEpisodes,
     ShadowSource,
     check_fits,
+    counted,
 )
 
 pytestmark = pytest.mark.unit
@@ -34,7 +35,12 @@ SENSORS = ("a", "b")
 
 
 def episodes(threshold=1.0, clear_rows=2):
-    return ShadowEpisodes(threshold, EpisodePolicy(clear_rows), WarningWindow(2.0, 20.0))
+    return Decider(threshold, EpisodePolicy(clear_rows), WarningWindow(2.0, 20.0))
+
+
+def follow(decider, steps, scores):
+    decision = decider.decide(steps, scores)
+    return counted(decision), decision.breaks
 
 
 def scored(machine, minute, position):
@@ -44,11 +50,11 @@ def scored(machine, minute, position):
 def test_candidate_episodes_follow_their_own_threshold_and_judge_breaks():
     track = episodes(threshold=1.0)
     steps = [scored("A", m, k) for k, m in enumerate((0, 2, 4, 6, 8))]
-    events, breaks = track.follow(steps, np.array([0.5, 1.5, 3.0, 0.2, 0.2]))
+    events, breaks = follow(track, steps, np.array([0.5, 1.5, 3.0, 0.2, 0.2]))
     assert events == {"open": 1, "update": 1, "resolved": 1}
     assert breaks == []
     more = [scored("A", 10, 0), Step("A", 14 * MIN, reason="break")]
-    events, breaks = track.follow(more, np.array([1.2]))
+    events, breaks = follow(track, more, np.array([1.2]))
     assert events == {"open": 1, "resolved": 1}
     assert breaks == [Verdict(True, 720.0)]  # the earliest episode opened 12 minutes ahead
 
@@ -57,18 +63,18 @@ def test_a_break_without_a_candidate_episode_is_missed_and_creates_no_state():
     track = episodes(threshold=5.0)
     cuts = [Step("A", 2 * MIN, reason="break"), Step("B", 2 * MIN, reason="gap")]
     steps = [scored("A", 0, 0), *cuts]
-    events, breaks = track.follow(steps, np.array([1.0]))
+    events, breaks = follow(track, steps, np.array([1.0]))
     assert (events, breaks) == ({}, [Verdict(False)])
-    assert track.tracks == {}
+    assert track.machines == {}
 
 
 def test_candidate_forgets_the_machines_the_windows_forgot():
     track = episodes()
-    track.follow([scored("A", 0, 0), scored("B", 0, 1)], np.array([2.0, 2.0]))
+    follow(track, [scored("A", 0, 0), scored("B", 0, 1)], np.array([2.0, 2.0]))
     track.keep({"B": object()})
-    assert list(track.tracks) == ["B"]
+    assert list(track.machines) == ["B"]
     track.clear()
-    assert track.tracks == {}
+    assert track.machines == {}
 
 
 def test_the_candidate_folder_comes_from_the_flag_or_the_environment():
@@ -200,6 +206,9 @@ class Message:
     def partition(self):
         return 0
 
+    def offset(self):
+        return 0
+
 
 class Counting:
     """Wraps a detector and counts its calls."""
@@ -235,6 +244,6 @@ def test_the_candidate_scores_the_same_windows_in_one_call_and_publishes_nothing
     assert out.shadow.version == "c1"
     assert out.shadow.events == {"open": 1, "update": 1, "resolved": 1}
     assert out.shadow.breaks == [Verdict(True, 360.0)]  # its episode opened at minute 8
-    assert list(candidate.episodes.tracks) == ["A"]
+    assert list(candidate.decider.machines) == ["A"]
     plain = process(serving, windows, [Message("B", 16, 0.1)], 65_536, 0)
     assert plain.shadow is None and calls.calls == 1
