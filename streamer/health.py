@@ -28,6 +28,8 @@ PROBE_TIMEOUT = 1.0
 """How long a metadata probe waits for the broker's answer."""
 PROBE_MISSES = 2
 """Unanswered probes in a row that count as the broker lost."""
+PROBE_EVERY = 2.0
+"""Seconds between the broker prober's metadata requests."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ class Health:
             self.broker_lost_at = self.clock()
 
     def probe(self, consumer: Any, topic: str) -> None:
-        """Ask the broker for the topic's metadata (from the loop's thread); note the answer.
+        """Ask the broker for the topic's metadata through ``consumer`` (any client with
+        ``list_topics``); note the answer.
         ``PROBE_MISSES`` unanswered probes in a row count as lost: one slow answer on a busy
         broker is not an outage."""
         try:
@@ -118,6 +121,28 @@ class Health:
             "seconds_since_broker": None if broker is None else round(broker, 3),
         }
         return Check(all(checks.values()), detail)
+
+
+class BrokerProber(threading.Thread):
+    """Probes the broker every ``every`` seconds from a thread of its own, through a client
+    of its own, so readiness follows the broker whatever the consume loop is waiting on (a
+    commit, a rebuild's read, a model reload). Stops with ``stop`` or :meth:`close`."""
+
+    def __init__(
+        self, health: Health, client: Any, topic: str, stop: threading.Event, every: float
+    ) -> None:
+        super().__init__(name="broker-probe", daemon=True)
+        self.health, self.client, self.topic, self.every = health, client, topic, every
+        self.stop, self.done = stop, threading.Event()
+
+    def run(self) -> None:
+        while not (self.done.wait(self.every) or self.stop.is_set()):
+            self.health.probe(self.client, self.topic)
+
+    def close(self) -> None:
+        """Stop probing and wait for the thread."""
+        self.done.set()
+        self.join(PROBE_TIMEOUT + 1.0)
 
 
 class HealthCollector(Collector):

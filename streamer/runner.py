@@ -19,7 +19,7 @@ from streamer.bundle import Registry
 from streamer.checkpoint import Checkpoint
 from streamer.checkpoint import encode as encode_checkpoint
 from streamer.errors import BundleError, SheetBreakError
-from streamer.health import Health, HealthCollector
+from streamer.health import PROBE_EVERY, BrokerProber, Health, HealthCollector
 from streamer.machines import DataQuality, MachineWindows
 from streamer.metrics import StreamerMetrics, observe_many
 from streamer.outage import throttle, wait_for_broker
@@ -105,6 +105,14 @@ class Streamer:
             }
         )
         self._consumer, self._producer = consumer, producer
+        prober = BrokerProber(
+            self.health,
+            self.clients.admin(kafka_io.client_config(settings)),
+            settings.topic,
+            self.stop,
+            PROBE_EVERY,
+        )
+        prober.start()
         try:
             if self._connect(consumer, producer):
                 consumer.subscribe(
@@ -117,6 +125,7 @@ class Streamer:
         except StoppedError:
             log.info("stopped while a batch waited on the broker; it was not committed")
         finally:
+            prober.close()
             log.info("stopping: closing the consumer and flushing the producer")
             consumer.close()
             producer.flush(1.0)  # a transaction holds every record; nothing else waits
@@ -154,21 +163,15 @@ class Streamer:
                 last_reload = now
             if now - last_lag >= _LAG_EVERY:
                 self._report_lag()
-                self.health.probe(consumer, settings.topic)
                 last_lag = now
 
     def _retry(self, call: Callable[[float], Any]) -> None:
         """A broker call with short timeouts until it succeeds; StoppedError if stopped first.
 
-        While it waits the loop is alive (it is not stuck, it is retrying), and each failed
-        try asks the broker for metadata, so /readyz turns 503 as soon as no broker answers."""
-        if not kafka_io.retry(call, self.stop.is_set, waiting=self._waiting):
+        While it waits the loop is alive: it is not stuck, it retries with short timeouts
+        (readiness meanwhile is the broker prober's)."""
+        if not kafka_io.retry(call, self.stop.is_set, waiting=self.health.polled):
             raise StoppedError("stopped while waiting for the broker")
-
-    def _waiting(self) -> None:
-        self.health.polled()
-        if self._consumer is not None:
-            self.health.probe(self._consumer, self.settings.topic)
 
     def _poll(self, consumer: Any) -> list[Message]:
         """Wait for the first row only, then take what has already arrived, up to a limit.

@@ -114,11 +114,17 @@ class Pacer(threading.Thread):
         super().__init__(name="pacer", daemon=True)
         self.topic, self.rows, self.rate, self.holds = topic, rows, rate, set(holds)
         self.producer = Producer(
-            {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.timeout.ms": 300_000}
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 5,
+                "message.timeout.ms": 300_000,
+                "enable.idempotence": True,  # retried across an outage: once, in order
+            }
         )
         self.sent = 0
         self.failed = 0
         self.offsets: dict[int, tuple[int, int]] = {}
+        self.lock = threading.Lock()  # delivery callbacks write offsets; tests read them
         self.halt = threading.Event()
         self.released = threading.Semaphore(0)
         self.error: BaseException | None = None
@@ -127,7 +133,8 @@ class Pacer(threading.Thread):
         if error is not None:
             self.failed += 1
             return
-        self.offsets[index] = (message.partition(), message.offset())
+        with self.lock:
+            self.offsets[index] = (message.partition(), message.offset())
 
     def release(self, times: int = 1) -> None:
         """Let the pacer pass the next hold (or ``times`` holds)."""
@@ -164,7 +171,9 @@ class Pacer(threading.Thread):
     def ends(self, before: int | None = None) -> dict[int, int]:
         """Per partition, one past the offset of the last delivered row before ``before``."""
         out: dict[int, int] = {}
-        for index, (partition, offset) in self.offsets.items():
+        with self.lock:
+            delivered = list(self.offsets.items())
+        for index, (partition, offset) in delivered:
             if before is None or index < before:
                 out[partition] = max(out.get(partition, 0), offset + 1)
         return out

@@ -182,16 +182,19 @@ def scenario_rows(
 
 
 def produce_rows(bootstrap: str, topic: str, rows: list[dict[str, Any]]) -> None:
-    """Send rows keyed by machine and wait until all are delivered."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
+    """Send rows keyed by machine and wait until all are delivered, each once and in order
+    (a plain producer's retry under load can land a batch twice or after a later one)."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 2, "enable.idempotence": True}
+    )
     for row in rows:
         producer.produce(topic, key=row["machine_id"].encode(), value=orjson.dumps(row))
     assert producer.flush(30) == 0
 
 
 def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
-    """Send raw key/value pairs (for malformed rows)."""
-    producer = Producer({"bootstrap.servers": bootstrap})
+    """Send raw key/value pairs (for malformed rows), each once and in order."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     for key, value in items:
         producer.produce(topic, key=key, value=value)
     assert producer.flush(30) == 0
