@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pyarrow.dataset as ds
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 from stream_helpers import archiving
 
@@ -85,11 +85,26 @@ class Produced:
         assert producer.flush(30) == 0
 
 
+_NOT_YET = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+)
+
+
 def committed(bootstrap, topic, group):
+    """The group's committed offsets; {} while the broker cannot say yet (a coordinator
+    that is moving or loading answers with a retriable error, and the caller asks again)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         wanted = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         return {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and (error.retriable() or error.code() in _NOT_YET):
+            return {}
+        raise
     finally:
         consumer.close()
 
