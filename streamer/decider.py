@@ -69,9 +69,9 @@ class Decision:
     """What one batch decided: each scored row's threshold, the changes and judged breaks."""
 
     thresholds: np.ndarray
+    machines: list[str] = field(default_factory=list)  # of each scored row (adaptive only)
     changes: list[Change] = field(default_factory=list)
     breaks: list[Verdict] = field(default_factory=list)
-    machines: list[str] = field(default_factory=list)  # of each scored row (adaptive only)
 
 
 class Decider:
@@ -147,9 +147,7 @@ class Decider:
         order of the steps' positions; ``offsets`` their offsets (only a machine resumed
         from a checkpoint reads them: its rows up to the checkpoint are in its histogram)."""
         scores = np.asarray(scores, np.float64)
-        decision = Decision(self._thresholds(steps, scores, offsets))
-        if self.calibration is not None:
-            decision.machines = scored_rows(list(steps))[0]
+        decision = Decision(*self._thresholds(steps, scores, offsets))
         limits = decision.thresholds.tolist()
         alerting = (scores >= decision.thresholds).tolist()
         for step in steps:
@@ -184,11 +182,12 @@ class Decider:
 
     def _thresholds(
         self, steps: Sequence[Step], scores: np.ndarray, offsets: Sequence[int] | None
-    ) -> np.ndarray:
-        """Each scored row's threshold: the bundle's own, or its machine's adaptive one."""
+    ) -> tuple[np.ndarray, list[str]]:
+        """Each scored row's threshold (the bundle's own, or its machine's adaptive one),
+        and, with an adaptive one, each scored row's machine."""
         calibration = self.calibration
         if calibration is None:
-            return np.full(len(scores), self.threshold)
+            return np.full(len(scores), self.threshold), []
         keys, minutes = scored_rows(list(steps))
         scores = scores.copy()  # resumed rows become NaN here
         states: dict[str, CalibrationState] = {}
@@ -206,7 +205,7 @@ class Decider:
         thresholds = calibrate_many(calibration, states, keys, scores, minutes)
         for key, calibrated in states.items():
             self.machines[key].calibration = calibrated
-        return thresholds
+        return thresholds, keys
 
     def due(
         self, last: Mapping[str, Coordinate], every_minutes: float, partitions: int

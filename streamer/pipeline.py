@@ -113,14 +113,12 @@ def process(
     steps: list[Step] = []
     ages: list[int] = []
     offsets: list[int] = []
+    last: dict[str, tuple[int, int]] = {}  # each machine's last accepted row: index, time
     for (index, row), obs in zip(decoded, observed, strict=True):
         if isinstance(obs, RowRejected):
             failed[index] = obs
             continue
-        message = messages[index]
-        out.last_rows[row.machine_id] = Coordinate(
-            message.partition() or 0, message.offset() or 0, row.ts_ms
-        )
+        last[row.machine_id] = (index, row.ts_ms)
         if obs.started:
             # A machine new to the windows is new to every model's decisions as well.
             model.decider.start(row.machine_id, obs.checkpoint)
@@ -131,11 +129,15 @@ def process(
         if obs.kind == READY:
             steps.append(Step(row.machine_id, row.ts_ms, position=len(out.scored)))
             out.scored.append(index)
-            offsets.append(message.offset() or 0)
+            offsets.append(messages[index].offset() or 0)
             ages.append(obs.age)
         else:
             out.unscored[obs.kind] += 1
     out.dead = [(index, exc.reason, str(exc)) for index, exc in sorted(failed.items())]
+    out.last_rows = {
+        machine: Coordinate(messages[i].partition() or 0, messages[i].offset() or 0, ts_ms)
+        for machine, (i, ts_ms) in last.items()
+    }
     raw = batch[: len(out.scored)]
     age = np.asarray(ages, np.int64)
     _score_and_alert(model, raw, age, steps, offsets, now_ms, out)
