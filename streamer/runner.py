@@ -214,11 +214,15 @@ class Streamer:
         try:
             self._publish(messages, outcome, self._due_checkpoints(outcome))
         except KafkaException as exc:
+            # A batch that failed still measured the pace: the next, replayed from the
+            # committed offsets, must fit the poll interval too (after a stall that cost
+            # the partitions, an unbounded backlog batch would cost them again).
+            self._row_seconds = (time.monotonic() - started) / len(messages)
             self._recover(exc)
             return
+        self._row_seconds = (time.monotonic() - started) / len(messages)
         self._record(messages, outcome)
         self._evict({m.partition() or 0 for m in messages})
-        self._row_seconds = (time.monotonic() - started) / len(messages)
 
     def _due_checkpoints(self, outcome: BatchOutcome) -> list[tuple[int, Checkpoint]]:
         """The machines of this batch whose adaptive-threshold state is due to be written,

@@ -64,6 +64,7 @@ class Cluster:
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     up: bool = True
     drop_at_commit: bool = False  # the next commit finds the broker gone (``up`` turns false)
+    fence_at_commit: bool = False  # the next commit finds the member out of its group
     calls: list[tuple[str, Any]] = field(default_factory=list)
     reassign: list[list[int]] = field(default_factory=list)  # rebalances still to come
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -213,6 +214,9 @@ class FakeProducer:
     def commit_transaction(self, timeout: float) -> None:
         if self.cluster.drop_at_commit:
             self.cluster.drop_at_commit, self.cluster.up = False, False
+        if self.cluster.fence_at_commit:
+            self.cluster.fence_at_commit = False
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_MEMBER_ID, "unknown member"))
         self.cluster.check()
         for topic, partition, key, value in self.pending:
             self.cluster.append(topic, partition, key, value)

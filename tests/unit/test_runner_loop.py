@@ -3,6 +3,7 @@ late, rebalances and model reloads, with no broker at all."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from fake_kafka import Cluster
 from prometheus_client import CollectorRegistry
 from tiny_bundle import SENSORS, save_model, write_version
 
+import streamer.runner
 from streamer.bundle import Registry
 from streamer.metrics import StreamerMetrics
 from streamer.runner import Streamer
@@ -202,3 +204,34 @@ def test_a_new_bundle_is_taken_up_between_batches(registry):
         )
         == 1
     )
+
+
+def test_a_slow_batch_whose_commit_failed_still_bounds_the_next_one(registry, monkeypatch):
+    # A stalled batch loses the group (its commit fails); the batch replayed after it must
+    # fit a quarter of the poll interval at the pace the stalled one showed, not be the
+    # whole backlog at once.
+    real, sizes = streamer.runner.process, []
+
+    def slow(model, windows, messages, *rest):
+        if rest[1]:  # live batches only; rebuilds pass now_ms=0
+            sizes.append(len(messages))
+            time.sleep(0.4 if len(sizes) == 1 else 0.0)
+        return real(model, windows, messages, *rest)
+
+    monkeypatch.setattr(streamer.runner, "process", slow)
+    cluster = cluster_with_rows(machines=2, rows=40)
+    cluster.fence_at_commit = True
+    tight = dataclasses.replace(settings(registry), max_batch=64, max_poll_interval_ms=400)
+    stop = threading.Event()
+    runner = Streamer(tight, StreamerMetrics(CollectorRegistry()), stop, clients=cluster.clients())
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait(lambda: caught_up(cluster), "every row committed after the failed commit")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert [name for name, _ in cluster.calls].count("abort") == 1
+    # 0.4 s or more for the first batch's 64 rows: a 0.1 s budget holds 16 at that pace.
+    assert sizes[0] == 64 and sizes[1] <= 16, sizes
+    assert len(alerts(cluster)) == len({a["alert_id"] for a in alerts(cluster)})
