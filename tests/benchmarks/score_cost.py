@@ -21,33 +21,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from throughput import RowSource
+from throughput import BenchMessage, RowSource
 
 from streamer.machines import DataQuality, MachineWindows
 from streamer.pipeline import Model, process
 from streamer.simulate import PlantParams, simulate_history
 from trainer.fit_defaults import DEFAULT_METHOD
-
-
-class _Message:
-    """The parts of a Kafka message the pipeline reads."""
-
-    __slots__ = ("_key", "_offset", "_value")
-
-    def __init__(self, key: bytes, value: bytes, offset: int) -> None:
-        self._key, self._value, self._offset = key, value, offset
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
 
 
 def build(registry: Path, method: str | None) -> Path:
@@ -81,7 +60,7 @@ def windows_for(model: Model) -> MachineWindows:
     return MachineWindows(bundle.spec, bundle.lookback, DataQuality(gap, gap), bundle.history)
 
 
-def run(model: Model, windows: MachineWindows, batches: list[list[_Message]]) -> float:
+def run(model: Model, windows: MachineWindows, batches: list[list[BenchMessage]]) -> float:
     """Seconds to process the batches."""
     started = time.perf_counter()
     for batch in batches:
@@ -126,8 +105,8 @@ def main() -> int:
     return 0
 
 
-def _batches(rows: list[tuple[bytes, bytes]], first: int, size: int) -> list[list[_Message]]:
-    messages = [_Message(k, v, first + i) for i, (k, v) in enumerate(rows)]
+def _batches(rows: list[tuple[bytes, bytes]], first: int, size: int) -> list[list[BenchMessage]]:
+    messages = [BenchMessage(k, v, first + i) for i, (k, v) in enumerate(rows)]
     return [messages[i : i + size] for i in range(0, len(messages), size)]
 
 

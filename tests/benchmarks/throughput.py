@@ -535,6 +535,27 @@ def naive(bundle: Path, source: RowSource, rows: int) -> float:
 # ---------------------------------------------------------------------------- memory
 
 
+class BenchMessage:
+    """The parts of a Kafka message the pipeline reads, for runs without a broker."""
+
+    __slots__ = ("_key", "_offset", "_value")
+
+    def __init__(self, key: bytes, value: bytes, offset: int) -> None:
+        self._key, self._value, self._offset = key, value, offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
 def memory_child(bundle: Path, machines: int) -> None:
     """Fill windows of ``machines`` machines with the model loaded; print RSS as JSON."""
     from streamer.machines import DataQuality, MachineWindows  # noqa: PLC0415
@@ -545,22 +566,6 @@ def memory_child(bundle: Path, machines: int) -> None:
     gap = int(b.max_gap_minutes * 60_000)
     windows = MachineWindows(b.spec, b.lookback, DataQuality(gap, gap, 0.5))
     source = RowSource(1000, seed=3)
-
-    class Message:
-        def __init__(self, key: bytes, value: bytes) -> None:
-            self._key, self._value = key, value
-
-        def key(self) -> bytes:
-            return self._key
-
-        def value(self) -> bytes:
-            return self._value
-
-        def partition(self) -> int:
-            return 0
-
-        def offset(self) -> int:
-            return 0
 
     # Rows of 1,000 simulated machines renamed into ``machines`` distinct ones.
     base = [orjson.loads(v) for _, v in source.take(1000 * (b.lookback + 1))]
@@ -576,7 +581,7 @@ def memory_child(bundle: Path, machines: int) -> None:
             name = f"M-{m:06d}"
             for row in templates[m % len(templates)]:
                 value = orjson.dumps({**row, "machine_id": name})
-                batch.append(Message(name.encode(), value))
+                batch.append(BenchMessage(name.encode(), value, 0))
         scored += len(process(model, windows, batch, 65_536, 0).scored)
     status = Path("/proc/self/status").read_text()
     rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024

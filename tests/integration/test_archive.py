@@ -246,6 +246,7 @@ def _archiver(bootstrap, topic, group, out, log_path, flush_rows=150):
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
+KILLS = 20
 MOMENTS = ("any time", "hidden file written", "renamed, not committed", "any time")
 """When each run is killed: at a random time, or caught inside a flush, before its commit."""
 
@@ -282,9 +283,10 @@ def test_sigkill_and_restart_leave_every_row_exactly_once(kafka_bootstrap, uniqu
     out, logs, rng = tmp_path / "archive", tmp_path / "logs", random.Random(6)
     logs.mkdir()
     produced = Produced()
-    rows = list(rows_across_midnight(4000, 40))
+    # Rows keep arriving for as long as 20 kills take, so each run has flushes to be caught in.
+    rows, rate = list(rows_across_midnight(4000, 40)), 40.0
     producer = threading.Thread(
-        target=produced.send, args=(kafka_bootstrap, topic, rows, 130.0), daemon=True
+        target=produced.send, args=(kafka_bootstrap, topic, rows, rate), daemon=True
     )
     producer.start()
     started, kills, process, at_kill, exposed = time.monotonic(), 0, None, [], 0
@@ -296,7 +298,7 @@ def test_sigkill_and_restart_leave_every_row_exactly_once(kafka_bootstrap, uniqu
         return known
 
     try:
-        while kills < 4:
+        while kills < KILLS:
             log = logs / f"run-{kills}.log"
             # Flushes of another size: a leftover file would overlap its rewrite, not match it.
             process = _archiver(kafka_bootstrap, topic, group, out, log, 97 + 31 * kills)
@@ -308,7 +310,7 @@ def test_sigkill_and_restart_leave_every_row_exactly_once(kafka_bootstrap, uniqu
             process.wait(10)
             at_kill.append(produced.delivered)
             kills += 1
-        producer.join(60)
+        producer.join(max(0.0, started + len(rows) / rate - time.monotonic()) + 60)
         assert not producer.is_alive() and produced.delivered == len(rows)
         log = logs / "final.log"
         process = _archiver(kafka_bootstrap, topic, group, out, log)
