@@ -340,8 +340,18 @@ class CommitWatcher(threading.Thread):
 
     def __init__(self, bootstrap: str, group: str, period: float = 0.005) -> None:
         super().__init__(daemon=True)
+        # read_uncommitted: OffsetFetch then returns the last committed offsets at once.
+        # A read_committed client asks for stable offsets, and while the streamer's next
+        # transaction holds pending offsets Kafka answers UNSTABLE_OFFSET_COMMIT and the
+        # client retries: back-to-back transactions would hide every commit for 100 ms or
+        # more, and the watcher would measure its own retries, not the streamer.
         self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "isolation.level": "read_uncommitted",
+            }
         )
         self.period = period
         self.snapshots: list[tuple[float, list[int]]] = []
