@@ -22,7 +22,7 @@ from streamer.archive_settings import ArchiveSettings
 from streamer.archive_store import ArchiveStore
 from streamer.archive_writer import ArchiveWriter
 from streamer.health import HealthCollector
-from streamer.outage import throttle, wait_for_broker
+from streamer.outage import client_error, throttle, wait_for_broker
 
 log = logging.getLogger(__name__)
 _broker_log = logging.getLogger(f"{__name__}.broker")  # throttled: clients repeat themselves
@@ -99,11 +99,7 @@ class Archiver:
 
     def _client_error(self, error: KafkaError) -> None:
         """The consumer's client-wide errors; librdkafka reconnects by itself."""
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            self.health.broker_lost()
-            _broker_log.warning("lost every broker connection (%s); reconnecting", error.str())
-        else:
-            _broker_log.debug("client error: %s", error)
+        client_error(self.health, _broker_log, error)
 
     def _commit(self, offsets: Mapping[int, int]) -> bool:
         """Commit synchronously; on failure the files stay, for the next commit or a restart."""

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 30.0
@@ -96,3 +98,13 @@ def wait_for_broker(
             log.info("%s: the broker answered after %.1f s", what, time.monotonic() - started)
         return True
     return False
+
+
+def client_error(health: Any, logger: logging.Logger, error: KafkaError) -> None:
+    """A client-wide error from librdkafka (served by the client's polls): losing every
+    broker connection marks ``health`` unreachable; librdkafka reconnects by itself."""
+    if error.code() == KafkaError._ALL_BROKERS_DOWN:
+        health.broker_lost()
+        logger.warning("lost every broker connection (%s); reconnecting", error.str())
+    else:
+        logger.debug("client error: %s", error)

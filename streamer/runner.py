@@ -22,7 +22,7 @@ from streamer.errors import BundleError, SheetBreakError
 from streamer.health import PROBE_EVERY, BrokerProber, Health, HealthCollector
 from streamer.machines import DataQuality, MachineWindows
 from streamer.metrics import StreamerMetrics, observe_many
-from streamer.outage import throttle, wait_for_broker
+from streamer.outage import client_error, throttle, wait_for_broker
 from streamer.pipeline import BatchOutcome, Model, process
 from streamer.replay import Rebuilder
 from streamer.settings import StreamerSettings
@@ -306,11 +306,7 @@ class Streamer:
 
     def _client_error(self, error: KafkaError) -> None:
         """The clients' client-wide errors, served by their polls; librdkafka reconnects."""
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            self.health.broker_lost()
-            _broker_log.warning("lost every broker connection (%s); reconnecting", error.str())
-        else:
-            _broker_log.debug("client error: %s", error)
+        client_error(self.health, _broker_log, error)
 
     def _delivery_failed(self) -> None:
         log.error("a record was not delivered; the transaction will not commit")
