@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -74,10 +75,15 @@ def add_rows(cluster: Cluster, machines: int, steps: range, seed: int) -> None:
 
 
 @contextmanager
-def looping(cluster: Cluster, registry: Path) -> Iterator[tuple[Streamer, threading.Event]]:
+def looping(
+    cluster: Cluster, registry: Path, **overrides: Any
+) -> Iterator[tuple[Streamer, threading.Event]]:
     stop = threading.Event()
     streamer = Streamer(
-        settings(registry), StreamerMetrics(CollectorRegistry()), stop, clients=cluster.clients()
+        dataclasses.replace(settings(registry), **overrides),
+        StreamerMetrics(CollectorRegistry()),
+        stop,
+        clients=cluster.clients(),
     )
     thread = threading.Thread(target=streamer.run, daemon=True)
     thread.start()
@@ -221,16 +227,8 @@ def test_a_slow_batch_whose_commit_failed_still_bounds_the_next_one(registry, mo
     monkeypatch.setattr(streamer.runner, "process", slow)
     cluster = cluster_with_rows(machines=2, rows=40)
     cluster.fence_at_commit = True
-    tight = dataclasses.replace(settings(registry), max_batch=64, max_poll_interval_ms=400)
-    stop = threading.Event()
-    runner = Streamer(tight, StreamerMetrics(CollectorRegistry()), stop, clients=cluster.clients())
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
+    with looping(cluster, registry, max_batch=64, max_poll_interval_ms=400):
         wait(lambda: caught_up(cluster), "every row committed after the failed commit")
-    finally:
-        stop.set()
-        thread.join(10)
     assert [name for name, _ in cluster.calls].count("abort") == 1
     # 0.4 s or more for the first batch's 64 rows: a 0.1 s budget holds 16 at that pace.
     assert sizes[0] == 64 and sizes[1] <= 16, sizes
