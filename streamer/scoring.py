@@ -11,15 +11,20 @@ from streamer import quiet_tf
 from streamer.errors import BundleError
 
 BATCH_ROWS = 256
+# A long batch runs in blocks of this many base batches: each call of the model costs about
+# a millisecond whatever its size, which at 256 windows is a third of the model's time.
+BLOCKS = 4
 
 
 class Scorer:
     """Scores scaled windows by the mean squared reconstruction error of their last step.
 
-    The model always runs on batches of exactly ``batch_size`` windows (the last one padded):
-    its float32 kernels round differently for different batch sizes, so a window scored
-    among a few in the streamer and among thousands in the trainer would otherwise differ
-    in the last bits, enough to move it past a threshold or a rank.
+    The model always runs on batches of exactly ``batch_size`` windows (the last one padded),
+    or of ``BLOCKS`` times that while that many are left: its float32 kernels may round
+    differently for a batch of a few windows than for hundreds, so a window scored among a
+    few in the streamer and among thousands in the trainer could otherwise differ in the
+    last bits, enough to move it past a threshold or a rank. The two sizes share their
+    kernels (a test holds them to identical results).
     """
 
     def __init__(self, model: Any, lookback: int, batch_size: int = BATCH_ROWS) -> None:
@@ -37,13 +42,18 @@ class Scorer:
         if steps is not None and steps != lookback:
             raise BundleError(f"the model takes windows of {steps} rows, not {lookback}")
         self.lookback, self.width = lookback, int(width)
-        spec = tf.TensorSpec(shape=(batch_size, self.lookback, self.width), dtype=tf.float32)
         self._tensor = tf.constant
         # Traced once here; calling the concrete function skips tf.function's per-call
         # dispatch, which costs as much as the model itself on batches of a few hundred.
-        self._reconstruct = tf.function(
-            lambda x: model(x, training=False)[:, -1, :], input_signature=[spec]
-        ).get_concrete_function()
+        self._reconstruct = {
+            size: tf.function(
+                lambda x: model(x, training=False)[:, -1, :],
+                input_signature=[
+                    tf.TensorSpec(shape=(size, self.lookback, self.width), dtype=tf.float32)
+                ],
+            ).get_concrete_function()
+            for size in (batch_size, batch_size * BLOCKS)
+        }
 
     @classmethod
     def load(cls, model_path: Path, lookback: int, batch_size: int = BATCH_ROWS) -> Scorer:
@@ -68,16 +78,19 @@ class Scorer:
                 f"windows of shape {windows.shape} do not fit the model's "
                 f"(batch, {self.lookback}, {self.width})"
             )
-        out = np.empty((windows.shape[0], self.width), dtype=np.float32)
-        size = self.batch_size
-        for start in range(0, windows.shape[0], size):
+        total = windows.shape[0]
+        out = np.empty((total, self.width), dtype=np.float32)
+        start, block = 0, self.batch_size * BLOCKS
+        while start < total:
+            size = block if total - start >= block else self.batch_size
             chunk = np.ascontiguousarray(windows[start : start + size], np.float32)
             rows = len(chunk)
             if rows < size:
                 chunk = np.concatenate(
                     [chunk, np.zeros((size - rows, *chunk.shape[1:]), np.float32)]
                 )
-            out[start : start + rows] = self._reconstruct(self._tensor(chunk)).numpy()[:rows]
+            out[start : start + rows] = self._reconstruct[size](self._tensor(chunk)).numpy()[:rows]
+            start += rows
         return out
 
     def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from streamer.bundle import Registry, load_bundle
 from streamer.errors import BundleError
 from streamer.labels import Horizon
-from streamer.scoring import Scorer
+from streamer.scoring import BLOCKS, Scorer
 from streamer.windows import make_windows
 from trainer.data import read_table
 from trainer.evaluate import score_rows
@@ -125,6 +125,21 @@ def test_scores_do_not_depend_on_the_batch_size(trained):
     )
     np.testing.assert_allclose(big, small, rtol=1e-5)
     assert np.isfinite(big).sum() > 1000
+
+
+def test_long_and_short_model_batches_give_identical_scores(trained):
+    # A long batch runs in blocks of four base batches, a short one in base batches only;
+    # the trainer and the streamer cut the same windows differently, so these must agree
+    # to the bit, not just closely.
+    _, result = trained
+    bundle = load_bundle(result.bundle)
+    scorer = Scorer.load(bundle.model_path, bundle.lookback, batch_size=16)
+    rng = np.random.default_rng(3)
+    windows = rng.normal(size=(16 * 9 + 5, bundle.lookback, scorer.width)).astype(np.float32)
+    whole = scorer.reconstruct(windows)
+    assert (scorer.batch_size * BLOCKS) < len(windows)
+    pieces = np.concatenate([scorer.reconstruct(windows[i : i + 16]) for i in range(0, 149, 16)])
+    np.testing.assert_array_equal(whole, pieces)
 
 
 def test_a_perturbed_window_scores_higher(trained):
