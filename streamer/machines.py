@@ -42,7 +42,11 @@ class DataQuality:
 
 @dataclass(slots=True)
 class Machine:
-    """One machine's window (its decisions are its model's decider's)."""
+    """One machine's window (its decisions are its model's decider's).
+
+    ``window``, ``last_raw`` and ``seen_ts`` are views of the machine's slot in the windows'
+    shared arrays.
+    """
 
     window: np.ndarray
     partition: int
@@ -50,6 +54,46 @@ class Machine:
     last_ts: int = -1
     last_raw: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     seen_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    slot: int = -1
+
+
+class _Slots:
+    """Every machine's window, carried-forward values and their times, in three arrays of
+    one slot a machine, so that a batch reads and writes many machines in one gather and
+    one scatter. Freed slots are reused; when none is left the arrays double."""
+
+    def __init__(self, length: int, width: int, capacity: int = 64) -> None:
+        self.windows = np.zeros((capacity, length, width), np.float32)
+        self.raw = np.full((capacity, width), np.nan, np.float32)
+        self.seen = np.full((capacity, width), -1, np.int64)
+        self.free = list(range(capacity - 1, -1, -1))
+
+    def take(self, machines: Iterable[Machine]) -> int:
+        """An emptied slot (``machines``, all holding slots, are moved if the arrays grow)."""
+        if not self.free:
+            self._grow(machines)
+        slot = self.free.pop()
+        self.windows[slot] = 0.0
+        self.raw[slot] = np.nan
+        self.seen[slot] = -1
+        return slot
+
+    def attach(self, machine: Machine) -> None:
+        """Point the machine's arrays at its slot."""
+        slot = machine.slot
+        machine.window, machine.last_raw = self.windows[slot], self.raw[slot]
+        machine.seen_ts = self.seen[slot]
+
+    def _grow(self, machines: Iterable[Machine]) -> None:
+        size = len(self.windows)
+        for name in ("windows", "raw", "seen"):
+            old = getattr(self, name)
+            new = np.empty((2 * size, *old.shape[1:]), old.dtype)
+            new[:size] = old
+            setattr(self, name, new)
+        self.free.extend(range(2 * size - 1, size - 1, -1))
+        for machine in machines:
+            self.attach(machine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +123,7 @@ class MachineWindows:
         self.length = max(lookback, history)
         self.width = len(spec.feature_names)
         self.machines: dict[str, Machine] = {}
+        self._slots = _Slots(self.length, self.width)
         self.resumed: dict[str, tuple[int, Checkpoint]] = {}  # taken up at first sight
         self.taken: dict[str, Checkpoint] = {}  # resumed by the machine's latest start
         # Per partition, the newest accepted row's time: the clock idleness is read on, so
@@ -99,15 +144,13 @@ class MachineWindows:
         at ``ts_ms`` (the same verdict :meth:`evict_idle` reaches, whenever it runs)."""
         machine = self.machines.get(machine_id)
         if machine is not None and self._idle(machine.last_ts, partition, ts_ms):
-            del self.machines[machine_id]
+            self._forget(machine_id)
             machine = None
         if machine is None:
             machine = Machine(
-                window=np.zeros((self.length, self.width), np.float32),
-                partition=partition,
-                last_raw=np.full(self.width, np.nan, np.float32),
-                seen_ts=np.full(self.width, -1, np.int64),
+                np.zeros(0, np.float32), partition, slot=self._slots.take(self.machines.values())
             )
+            self._slots.attach(machine)
             self.machines[machine_id] = machine
             self.taken.pop(machine_id, None)
             resumed = self.resumed.pop(machine_id, None)
@@ -153,20 +196,88 @@ class MachineWindows:
         with np.errstate(over="ignore"):
             vectors, named = self.spec.vectors([row.values for row in rows])
         complete = ~np.isnan(vectors).any(axis=1)
-        overflow = set(np.flatnonzero(np.isinf(vectors).any(axis=1)).tolist())
+        infinite = np.isinf(vectors).any(axis=1)
+        overflow = set(np.flatnonzero(infinite).tolist())
+        ts = np.fromiter((row.ts_ms for row in rows), np.int64, len(rows))
+        parts = np.asarray(partitions, np.int64).reshape(len(rows))
+        clean = complete & ~infinite
+        clean &= np.fromiter((row.brk == 0 for row in rows), bool, len(rows))
+        steady = self._steady(rows, ts, parts, clean)
         batch = _Batch(vectors, self.length)
-        out: list[Observation | RowRejected] = []
-        for i, (row, partition, known, full) in enumerate(
-            zip(rows, partitions, named.tolist(), complete.tolist(), strict=True)
-        ):
+        out: list[Observation | RowRejected | None] = [None] * len(rows)
+        # The partitions' clocks as the steady rows before each other row advance them.
+        clock = steady.clock_before(ts, parts)
+        keep = ready is not None
+        for i in np.flatnonzero(~steady.rows).tolist():
+            row, partition = rows[i], partitions[i]
+            if clock[i] > self.progress.get(partition, -1):
+                self.progress[partition] = int(clock[i])
             try:
                 if i in overflow:
                     raise self._overflow(vectors[i])
-                out.append(self._observe(batch, i, row, partition, known, full, ready is not None))
+                known, full = int(named[i]), bool(complete[i])
+                out[i] = self._observe(batch, i, row, partition, known, full, keep)
             except RowRejected as exc:
-                out.append(exc)
-        batch.finish(ready)
-        return out
+                out[i] = exc
+        steady.advance(self, out, vectors, ts, parts)
+        source = batch.source()
+        rows_of = np.asarray(batch.ready_rows, np.int64)
+        windows_of = np.asarray(batch.ready, np.int64).reshape(-1, self.length)
+        if steady.machines:
+            picks = steady.picks(len(source), self.length)
+            source = np.concatenate(
+                [source, self._slots.windows[steady.slots].reshape(-1, self.width)]
+            )
+            if keep:
+                kept = steady.ready
+                rows_of = np.concatenate([rows_of, steady.row_index[kept]])
+                windows_of = np.concatenate([windows_of, picks[kept]])
+            self._slots.windows[steady.slots] = source[picks[steady.last]]
+            last = steady.row_index[steady.last]
+            self._slots.raw[steady.slots] = vectors[last]
+            self._slots.seen[steady.slots] = ts[last][:, None]
+        if ready is not None and len(rows_of):
+            ready[: len(rows_of)] = source[windows_of[np.argsort(rows_of)]]
+        batch.finish(source)
+        return out  # type: ignore[return-value]  # every row was given its outcome
+
+    def _steady(
+        self, rows: Sequence[Row], ts: np.ndarray, parts: np.ndarray, clean: np.ndarray
+    ) -> _Steady:
+        """The machines whose every row in the batch just extends their window: held, on
+        the same partition, not idle, each row complete, finite, no break, in order and
+        within the gap. Their rows need no rule applied one at a time."""
+        n = len(rows)
+        codes_of: dict[str, int] = {}
+        codes = np.fromiter(
+            (codes_of.setdefault(row.machine_id, len(codes_of)) for row in rows), np.int64, n
+        )
+        held = [self.machines.get(name) for name in codes_of]
+        last = np.fromiter((-1 if m is None else m.last_ts for m in held), np.int64, len(held))
+        home = np.fromiter((-1 if m is None else m.partition for m in held), np.int64, len(held))
+        order = np.argsort(codes, kind="stable")
+        code, times = codes[order], ts[order]
+        first = np.ones(n, bool)
+        first[1:] = code[1:] != code[:-1]
+        before = np.empty(n, np.int64)
+        before[1:] = times[:-1]
+        before[first] = last[code[first]]
+        fine = clean[order] & (before >= 0) & (times > before) & (parts[order] == home[code])
+        fine &= times - before <= self.quality.max_gap_ms
+        idle_ms = self.quality.idle_ms
+        if idle_ms is not None:
+            # The newest time each row's partition can have reached by it: a machine not
+            # idle by that is not idle by the partition's real clock either.
+            reach = np.empty(n, np.int64)
+            for partition in np.unique(parts).tolist():
+                mine = parts == partition
+                reach[mine] = np.maximum.accumulate(
+                    np.maximum(ts[mine], self.progress.get(partition, -1))
+                )
+            fine &= reach[order] - before <= idle_ms
+        starts = np.flatnonzero(first)
+        good = np.logical_and.reduceat(fine, starts) if n else np.zeros(0, bool)
+        return _Steady(order, starts, good, held, code, self.lookback)
 
     def _overflow(self, vector: np.ndarray) -> RowRejected:
         name = self.spec.feature_names[int(np.flatnonzero(np.isinf(vector))[0])]
@@ -221,6 +332,7 @@ class MachineWindows:
             return Observation(WARMING, raw, restarted, 0, *seen)
         if keep_ready:
             batch.ready.append(recent.copy())
+            batch.ready_rows.append(i)
         return Observation(READY, raw, restarted, machine.count, *seen)
 
     def _fill(self, machine: Machine, raw: np.ndarray, ts_ms: int) -> np.ndarray:
@@ -235,7 +347,7 @@ class MachineWindows:
         """Forget the machines of revoked partitions; returns how many were dropped."""
         gone = [m for m, state in self.machines.items() if state.partition in partitions]
         for machine_id in gone:
-            del self.machines[machine_id]
+            self._forget(machine_id)
             self.taken.pop(machine_id, None)
         for machine_id in [m for m, (p, _) in self.resumed.items() if p in partitions]:
             del self.resumed[machine_id]
@@ -256,8 +368,11 @@ class MachineWindows:
             if s.partition in wanted and self._idle(s.last_ts, s.partition)
         ]
         for machine_id in gone:
-            del self.machines[machine_id]
+            self._forget(machine_id)
         return len(gone)
+
+    def _forget(self, machine_id: str) -> None:
+        self._slots.free.append(self.machines.pop(machine_id).slot)
 
     def idle_cut(self, rows: Sequence[Row], partitions: Sequence[int]) -> int | None:
         """The first of ``rows`` whose machine it finds idle although the machine has an
@@ -309,7 +424,8 @@ class _Batch:
         self.machines: dict[str, Machine] = {}
         self.recent: dict[str, list[int]] = {}
         self.fresh: dict[str, tuple[Machine, int, int]] = {}
-        self.ready: list[list[int]] = []
+        self.ready: list[list[int]] = []  # the READY rows' windows
+        self.ready_rows: list[int] = []  # and the rows they are of
 
     def push(self, machine_id: str, machine: Machine, i: int) -> list[int]:
         """Shift row ``i`` into the machine's window; returns the window's row numbers."""
@@ -336,15 +452,110 @@ class _Batch:
             machine.last_raw[:] = self.vectors[i]
             machine.seen_ts[:] = ts_ms
 
-    def finish(self, ready: np.ndarray | None) -> None:
-        """Copy out the READY windows and leave every machine as row-by-row pushes would."""
-        rows = self.vectors
-        if self.before:
-            width = rows.shape[1]
-            rows = np.concatenate([rows, np.stack(self.before).reshape(-1, width)])
-        if ready is not None and self.ready:
-            ready[: len(self.ready)] = rows[np.array(self.ready)]
+    def source(self) -> np.ndarray:
+        """The rows the batch's row numbers point at: its own, then the windows before it."""
+        if not self.before:
+            return self.vectors
+        width = self.vectors.shape[1]
+        return np.concatenate([self.vectors, np.stack(self.before).reshape(-1, width)])
+
+    def finish(self, source: np.ndarray) -> None:
+        """Leave every machine as row-by-row pushes would (``source`` begins as
+        :meth:`source` does)."""
         for machine_id, recent in self.recent.items():
-            self.machines[machine_id].window[:] = rows[recent]
+            self.machines[machine_id].window[:] = source[recent]
         for machine_id in list(self.fresh):
             self.settle(machine_id)
+
+
+class _Steady:
+    """The rows of a batch's steady machines, grouped by machine in the batch's order.
+
+    ``order`` sorts the batch by machine (rows of one machine keep their order); group
+    ``g`` is ``order[starts[g]:starts[g + 1]]``, and ``good[g]`` says it is steady.
+    """
+
+    def __init__(
+        self,
+        order: np.ndarray,
+        starts: np.ndarray,
+        good: np.ndarray,
+        held: list[Machine | None],
+        code: np.ndarray,
+        lookback: int,
+    ) -> None:
+        n = len(order)
+        sizes = np.diff(np.append(starts, n))
+        self.order = order
+        chosen = np.repeat(good, sizes)  # per sorted position
+        self.rows = np.zeros(n, bool)
+        self.rows[order[chosen]] = True
+        groups = np.flatnonzero(good)
+        # A steady machine is held, so none of these is None.
+        self.machines = [m for m in (held[c] for c in code[starts[groups]].tolist()) if m]
+        self.slots = np.fromiter((m.slot for m in self.machines), np.int64, len(groups))
+        self.sizes = sizes[groups]
+        # Per steady row, in machine order: the batch row it is, its machine's place among
+        # the steady machines, its rank among its machine's rows and the machine's count
+        # of rows after it.
+        positions = np.flatnonzero(chosen)
+        self.row_index = order[positions]
+        self.group_of = np.repeat(np.arange(len(groups)), self.sizes)
+        self.group_start = starts[groups]
+        self.rank = positions - self.group_start[self.group_of]
+        counts = np.fromiter((m.count for m in self.machines), np.int64, len(groups))
+        self.count = counts[self.group_of] + self.rank + 1
+        self.last = np.cumsum(self.sizes) - 1  # each machine's last steady row
+        self.ready = np.flatnonzero(self.count >= lookback)  # steady rows that are READY
+        self.lookback = lookback
+
+    def clock_before(self, ts: np.ndarray, parts: np.ndarray) -> np.ndarray:
+        """For each row, the newest steady row's time before it on its partition (-1)."""
+        stamps = np.where(self.rows, ts, -1)
+        clock = np.full(len(ts), -1, np.int64)
+        if not self.rows.any() or self.rows.all():
+            return clock
+        for partition in np.unique(parts).tolist():
+            mine = np.flatnonzero(parts == partition)
+            reached = np.maximum.accumulate(stamps[mine])
+            clock[mine[1:]] = reached[:-1]
+        return clock
+
+    def advance(
+        self,
+        windows: MachineWindows,
+        out: list[Observation | RowRejected | None],
+        vectors: np.ndarray,
+        ts: np.ndarray,
+        parts: np.ndarray,
+    ) -> None:
+        """Count the steady rows into their machines and give each its observation."""
+        if not self.machines:
+            return
+        rows, lookback = self.row_index, self.lookback
+        for machine, size, stamp in zip(
+            self.machines, self.sizes.tolist(), ts[rows[self.last]].tolist(), strict=True
+        ):
+            machine.count += size
+            machine.last_ts = stamp
+        for i, count in zip(rows.tolist(), self.count.tolist(), strict=True):
+            if count >= lookback:
+                out[i] = Observation(READY, vectors[i], "", count)
+            else:
+                out[i] = Observation(WARMING, vectors[i])
+        stamps = ts[rows]
+        for partition in np.unique(parts[rows]).tolist():
+            newest = int(stamps[parts[rows] == partition].max())
+            if newest > windows.progress.get(partition, -1):
+                windows.progress[partition] = newest
+
+    def picks(self, base: int, length: int) -> np.ndarray:
+        """Row numbers of each steady row's window, as the batch's rows (below ``base``)
+        and then the steady machines' windows before the batch (from ``base`` on)."""
+        # Step j of the window after rank r is position r + 1 + j of the sequence: the
+        # machine's window before the batch, then its rows in the batch.
+        place = self.rank[:, None] + 1 + np.arange(length)[None, :]
+        earlier = place < length
+        old = base + self.group_of[:, None] * length + place
+        new_at = np.where(earlier, 0, place - length) + self.group_start[self.group_of][:, None]
+        return np.where(earlier, old, self.order[new_at])

@@ -269,3 +269,78 @@ def test_bulk_histogram_observe_matches_one_by_one():
     ]
     assert [x[:2] for x in samples] == [x[:2] for x in bulk_samples]
     np.testing.assert_allclose([x[2] for x in samples], [x[2] for x in bulk_samples])
+
+
+def _messy_rows(seed: int) -> list[tuple[r.Row, int]]:
+    """Rows of eight machines on three partitions: mostly steady, with breaks, gaps, idle
+    spells, missing and infinite sensors, repeated times and machines new mid-stream."""
+    rng = np.random.default_rng(seed)
+    clock = {m: int(rng.integers(0, 5)) for m in range(8)}
+    out = []
+    for _ in range(600):
+        m = int(rng.integers(0, 8 if len(out) > 100 else 5))
+        # Minutes to its next row: mostly one, sometimes a gap, an idle spell or a repeat.
+        step = rng.choice([1, 2, 15, 70, 0, -1], p=[0.85, 0.05, 0.03, 0.03, 0.02, 0.02])
+        clock[m] += int(step)
+        values: dict[str, float | None] = {"a": float(rng.normal()), "b": float(rng.normal())}
+        if rng.random() < 0.05:
+            values["b"] = None
+        if rng.random() < 0.01:
+            values["a"] = 1e300  # beyond 32-bit floats
+        if rng.random() < 0.02:
+            del values["a"]
+        out.append((r.Row(f"M{m}", clock[m] * MIN, values, int(rng.random() < 0.02)), m % 3))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_steady_machines_taken_in_bulk_end_as_rows_taken_by_the_rule(seed, monkeypatch):
+    # The bulk path takes only the machines whose rows need no rule; whatever it takes, every
+    # outcome, READY window, machine state and partition clock equals the row-by-row rule's.
+    rows = _messy_rows(seed)
+    rng = np.random.default_rng(100 + seed)
+    cuts = sorted(set(rng.integers(1, len(rows), 40).tolist()))
+    bounds = list(zip([0, *cuts], [*cuts, len(rows)], strict=True))
+
+    def run() -> tuple[list, np.ndarray, MachineWindows]:
+        w = MachineWindows(
+            FeatureSpec(("a", "b")), 3, DataQuality(10 * MIN, 4 * MIN, idle_ms=40 * MIN), 4
+        )
+        found, windows_seen = [], []
+        for lo, hi in bounds:
+            part = rows[lo:hi]
+            ready = np.zeros((len(part), 4, 2), np.float32)
+            outcomes = w.observe_many([x for x, _ in part], [p for _, p in part], ready)
+            for outcome in outcomes:
+                if isinstance(outcome, r.RowRejected):
+                    found.append((outcome.reason, str(outcome)))
+                else:
+                    found.append((outcome.kind, outcome.restarted, outcome.age, outcome.started))
+                    found.append(outcome.raw.tobytes())
+            kept = sum(1 for o in outcomes if not isinstance(o, r.RowRejected) and o.kind == READY)
+            windows_seen.append(ready[:kept].copy())
+        return found, np.concatenate(windows_seen), w
+
+    bulk = run()
+    original = MachineWindows._steady
+    monkeypatch.setattr(
+        MachineWindows,
+        "_steady",
+        lambda self, rows, ts, parts, clean: original(self, rows, ts, parts, clean & False),
+    )
+    rule = run()
+    assert bulk[0] == rule[0]
+    np.testing.assert_array_equal(bulk[1], rule[1])
+    assert bulk[2].progress == rule[2].progress
+    assert set(bulk[2].machines) == set(rule[2].machines)
+    for name, machine in rule[2].machines.items():
+        twin = bulk[2].machines[name]
+        assert (twin.count, twin.last_ts, twin.partition) == (
+            machine.count,
+            machine.last_ts,
+            machine.partition,
+        )
+        np.testing.assert_array_equal(twin.window, machine.window)
+        np.testing.assert_array_equal(twin.last_raw, machine.last_raw)
+        np.testing.assert_array_equal(twin.seen_ts, machine.seen_ts)
+    assert len(rule[1]) > 200  # most rows were scored, so the bulk path had work
