@@ -21,7 +21,7 @@ from streamer.detector import Detector, load_detector
 from streamer.episodes import Step
 from streamer.leadtime import Verdict
 from streamer.machines import READY, MachineWindows
-from streamer.rows import Row, RowRejected, decode_row
+from streamer.rows import Row, RowRejected, decode_rows
 from streamer.shadow import Shadow, ShadowOutcome
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,12 @@ def process(
     decoded: list[tuple[int, Row]] = []
     partitions: list[int] = []
     failed: dict[int, RowRejected] = {}
-    for index, message in enumerate(messages):
-        try:
-            decoded.append((index, decode_row(message.value(), message.key(), max_bytes)))
-        except RowRejected as exc:
-            failed[index] = exc
+    rows = decode_rows([(m.value(), m.key()) for m in messages], max_bytes)
+    for index, (message, row) in enumerate(zip(messages, rows, strict=True)):
+        if isinstance(row, RowRejected):
+            failed[index] = row
             continue
+        decoded.append((index, row))
         partitions.append(message.partition() or 0)
     cut = windows.idle_cut([row for _, row in decoded], partitions)
     if cut:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,47 @@ def decode_row(value: bytes | None, key: bytes | None, max_bytes: int) -> Row:
     return Row(
         machine, parse_ts(data.get("ts")), _values(data.get("values")), _break(data.get("break", 0))
     )
+
+
+def decode_rows(
+    messages: Sequence[tuple[bytes | None, bytes | None]], max_bytes: int
+) -> list[Row | RowRejected]:
+    """:func:`decode_row` of each (value, key), a rejection in place of a row it refuses.
+
+    The common row (keyed by its machine, epoch-millisecond time, every value a finite
+    float, break 0 or 1) is checked inline; any other goes through :func:`decode_row`,
+    which gives the same row or the rejection with its reason.
+    """
+    loads, floats, isfinite = orjson.loads, _FLOATS, math.isfinite
+    out: list[Row | RowRejected] = []
+    for value, key in messages:
+        if value is not None and len(value) <= max_bytes:
+            try:
+                data = loads(value)
+            except orjson.JSONDecodeError:
+                data = None
+            if type(data) is dict:
+                machine, ts = data.get("machine_id"), data.get("ts")
+                values, brk = data.get("values"), data.get("break", 0)
+                if (
+                    type(machine) is str
+                    and 0 < len(machine) <= _MAX_MACHINE_ID
+                    and (key is None or key == machine.encode())
+                    and type(ts) is int
+                    and _MIN_MS <= ts < _MAX_MS
+                    and type(values) is dict
+                    and type(brk) is int
+                    and brk in (0, 1)
+                    and floats.issuperset(map(type, values.values()))
+                    and isfinite(sum(values.values()))
+                ):
+                    out.append(Row(machine, ts, values, brk))
+                    continue
+        try:
+            out.append(decode_row(value, key, max_bytes))
+        except RowRejected as exc:
+            out.append(exc)
+    return out
 
 
 def parse_ts(raw: Any) -> int:

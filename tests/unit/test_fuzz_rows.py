@@ -429,18 +429,23 @@ def check_row(row: r.Row, key: bytes | None) -> None:
 
 
 def decode_all(payloads: list[tuple[bytes | None, bytes | None]]) -> tuple[list[r.Row], Counter]:
-    """Decode each payload; anything but a Row or a RowRejected with a known reason fails."""
+    """Decode each payload; anything but a Row or a RowRejected with a known reason fails,
+    and the batch decoder must give exactly what the row decoder gives."""
     accepted: list[r.Row] = []
     outcomes: Counter[str] = Counter()
-    for value, key in payloads:
+    batch = r.decode_rows(payloads, MAX_BYTES)
+    for (value, key), bulk in zip(payloads, batch, strict=True):
         try:
             row = r.decode_row(value, key, MAX_BYTES)
         except r.RowRejected as exc:
             assert exc.reason in r.REASONS and str(exc), (exc.reason, value, key)
+            assert isinstance(bulk, r.RowRejected), (value, key)
+            assert (bulk.reason, str(bulk)) == (exc.reason, str(exc))
             outcomes[exc.reason] += 1
             continue
         except Exception as exc:
             raise AssertionError(f"decode_row crashed on {value!r:.300} (key {key!r})") from exc
+        assert bulk == row, (value, key)
         check_row(row, key)
         accepted.append(row)
         outcomes["accepted"] += 1
