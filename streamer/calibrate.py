@@ -153,39 +153,50 @@ def calibrate_many(
     updating ``states``; a machine without a state starts from the prior.
 
     The rows are taken in rounds, the k-th row of every machine in round k, so a batch
-    of many machines costs a few array operations rather than one call per row. A NaN
+    of many machines costs a few array operations rather than one call per row; each
+    machine's counts are read once before the batch and written once after it. A NaN
     score gets a threshold but leaves its machine's state as it was, as in
     :func:`thresholds_table`.
     """
     out = np.empty(len(keys))
-    rounds: list[list[int]] = []
-    seen: dict[str, int] = {}
-    for i, key in enumerate(keys):
-        k = seen.get(key, 0)
-        seen[key] = k + 1
-        if k == len(rounds):
-            rounds.append([])
-        rounds[k].append(i)
+    if not len(keys):
+        return out
+    code_of: dict[str, int] = {}
+    codes = np.fromiter((code_of.setdefault(k, len(code_of)) for k in keys), np.int64, len(keys))
+    names = list(code_of)
+    held = [states.get(name) for name in names]
     start = calibration.start_counts()
+    counts = np.stack([start if s is None else s.counts for s in held])
+    last = np.array([math.nan if s is None else s.last_minutes for s in held])
+    # Each row's rank among its machine's rows: its round.
+    order = np.argsort(codes, kind="stable")
+    first = np.ones(len(keys), bool)
+    first[1:] = codes[order][1:] != codes[order][:-1]
+    rank = np.empty(len(keys), np.int64)
+    rank[order] = np.arange(len(keys)) - np.maximum.accumulate(
+        np.where(first, np.arange(len(keys)), 0)
+    )
     tau = calibration.minutes
-    for rows in rounds:
-        idx = np.asarray(rows)
-        before = [states.get(keys[i]) for i in rows]
-        counts = np.stack([start if s is None else s.counts for s in before])
-        last = np.array([math.nan if s is None else s.last_minutes for s in before])
-        elapsed = minutes[idx] - last
+    changed = np.zeros(len(names), bool)
+    for k in range(int(rank.max()) + 1):
+        idx = np.flatnonzero(rank == k)
+        machine = codes[idx]
+        elapsed = minutes[idx] - last[machine]
         known = ~np.isnan(elapsed)
-        factor = np.ones(len(rows))
+        factor = np.ones(len(idx))
         factor[known] = np.exp(-np.maximum(elapsed[known], 0.0) / tau)
-        counts *= factor[:, None]
-        counts[known & (elapsed > FORGET * tau)] = start
-        out[idx] = threshold_of(calibration, counts)
+        now = counts[machine] * factor[:, None]
+        now[known & (elapsed > FORGET * tau)] = start
+        out[idx] = threshold_of(calibration, now)
         row_scores = scores[idx]
-        keep = ~np.isnan(row_scores)
-        counts[np.flatnonzero(keep), calibration.bin_of(row_scores[keep])] += 1.0
-        for j, i in enumerate(rows):
-            if keep[j]:
-                states[keys[i]] = CalibrationState(counts[j], float(minutes[i]))
+        keep = np.flatnonzero(~np.isnan(row_scores))
+        now[keep, calibration.bin_of(row_scores[keep])] += 1.0
+        counts[machine[keep]] = now[keep]
+        last[machine[keep]] = minutes[idx[keep]]
+        changed[machine[keep]] = True
+    # Copies, so that no machine's state keeps the whole batch's array alive.
+    for m in np.flatnonzero(changed).tolist():
+        states[names[m]] = CalibrationState(counts[m].copy(), float(last[m]))
     return out
 
 

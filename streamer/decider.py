@@ -191,17 +191,23 @@ class Decider:
         keys, minutes = scored_rows(list(steps))
         scores = scores.copy()  # resumed rows become NaN here
         states: dict[str, CalibrationState] = {}
-        for k, key in enumerate(keys):
+        resumed: set[str] = set()
+        for key in dict.fromkeys(keys):
             state = self.machines.get(key)
             if state is None:
                 state = self.machines[key] = MachineDecisions()
             if state.calibrated_through >= 0:
-                if offsets is not None and offsets[k] <= state.calibrated_through:
-                    scores[k] = math.nan
-                else:
-                    state.calibrated_through = -1
+                resumed.add(key)
             if state.calibration is not None:
                 states[key] = state.calibration
+        for k in [k for k, key in enumerate(keys) if key in resumed] if resumed else ():
+            state = self.machines[keys[k]]
+            if state.calibrated_through < 0:
+                continue
+            if offsets is not None and offsets[k] <= state.calibrated_through:
+                scores[k] = math.nan
+            else:
+                state.calibrated_through = -1
         thresholds = calibrate_many(calibration, states, keys, scores, minutes)
         for key, calibrated in states.items():
             self.machines[key].calibration = calibrated

@@ -378,18 +378,33 @@ class MachineWindows:
         """The first of ``rows`` whose machine it finds idle although the machine has an
         earlier row among them (None when there is none): a batch is cut there, so that
         each piece holds at most one stretch of each machine."""
-        idle_ms = self.quality.idle_ms
-        if idle_ms is None:
+        idle_ms, n = self.quality.idle_ms, len(rows)
+        if idle_ms is None or n < 2:
             return None
-        progress, last = dict(self.progress), dict[str, int]()
-        for i, (row, partition) in enumerate(zip(rows, partitions, strict=True)):
-            now = max(progress.get(partition, -1), row.ts_ms)
-            before = last.get(row.machine_id)
-            if before is not None and now - before > idle_ms:
-                return i
-            last[row.machine_id] = max(row.ts_ms, before or -1)
-            progress[partition] = now
-        return None
+        ts = np.fromiter((row.ts_ms for row in rows), np.int64, n)
+        parts = np.asarray(partitions, np.int64).reshape(n)
+        # Each row's partition clock as of it: its partition's newest time so far.
+        now = np.empty(n, np.int64)
+        for partition in np.unique(parts).tolist():
+            mine = parts == partition
+            now[mine] = np.maximum.accumulate(
+                np.maximum(ts[mine], self.progress.get(partition, -1))
+            )
+        # Each row's machine's newest earlier time in the batch (-1: its first row). Times
+        # lie below 2**43 ms, so lifting each machine's by 2**43 per machine keeps one
+        # running maximum from reaching across machines.
+        codes_of: dict[str, int] = {}
+        codes = np.fromiter(
+            (codes_of.setdefault(row.machine_id, len(codes_of)) for row in rows), np.int64, n
+        )
+        order = np.argsort(codes, kind="stable")
+        lift = codes[order] << 43
+        newest = np.maximum.accumulate(ts[order] + lift) - lift
+        before = np.full(n, -1, np.int64)
+        same = codes[order][1:] == codes[order][:-1]
+        before[order[1:][same]] = newest[:-1][same]
+        found = np.flatnonzero((before >= 0) & (now - before > idle_ms))
+        return int(found[0]) if len(found) else None
 
     def _idle(self, last_ts: int, partition: int, ts_ms: int = -1) -> bool:
         """Whether a machine last seen at ``last_ts`` is idle on its partition's clock, as

@@ -112,27 +112,28 @@ def process(
     observed = windows.observe_many([row for _, row in decoded], partitions, batch)
     steps: list[Step] = []
     ages: list[int] = []
-    offsets: list[int] = []
+    scored, unscored = out.scored, out.unscored
     last: dict[str, tuple[int, int]] = {}  # each machine's last accepted row: index, time
     for (index, row), obs in zip(decoded, observed, strict=True):
         if isinstance(obs, RowRejected):
             failed[index] = obs
             continue
-        last[row.machine_id] = (index, row.ts_ms)
+        machine, ts_ms = row.machine_id, row.ts_ms
+        last[machine] = (index, ts_ms)
         if obs.started:
             # A machine new to the windows is new to every model's decisions as well.
-            model.decider.start(row.machine_id, obs.checkpoint)
+            model.decider.start(machine, obs.checkpoint)
             if shadow is not None:
-                shadow.decider.start(row.machine_id)
+                shadow.decider.start(machine)
         if obs.restarted:
-            steps.append(Step(row.machine_id, row.ts_ms, reason=obs.restarted))
+            steps.append(Step(machine, ts_ms, reason=obs.restarted))
         if obs.kind == READY:
-            steps.append(Step(row.machine_id, row.ts_ms, position=len(out.scored)))
-            out.scored.append(index)
-            offsets.append(messages[index].offset() or 0)
+            steps.append(Step(machine, ts_ms, len(scored)))
+            scored.append(index)
             ages.append(obs.age)
         else:
-            out.unscored[obs.kind] += 1
+            unscored[obs.kind] += 1
+    offsets = [messages[index].offset() or 0 for index in scored]
     out.dead = [(index, exc.reason, str(exc)) for index, exc in sorted(failed.items())]
     out.last_rows = {
         machine: Coordinate(messages[i].partition() or 0, messages[i].offset() or 0, ts_ms)

@@ -25,6 +25,7 @@ from throughput import BenchMessage, RowSource
 
 from streamer.machines import DataQuality, MachineWindows
 from streamer.pipeline import Model, process
+from streamer.settings import StreamerSettings
 from streamer.simulate import PlantParams, simulate_history
 from trainer.fit_defaults import DEFAULT_METHOD
 
@@ -54,10 +55,13 @@ def build(registry: Path, method: str | None) -> Path:
 
 
 def windows_for(model: Model) -> MachineWindows:
-    """Empty windows shaped for the bundle, with the streamer's default data-quality rule."""
-    bundle = model.bundle
+    """Empty windows shaped for the bundle, with the streamer's default data-quality rule
+    (idle machines judged, as ``streamer run`` does)."""
+    bundle, fields = model.bundle, StreamerSettings.__dataclass_fields__
     gap = int(bundle.max_gap_minutes * 60_000)
-    return MachineWindows(bundle.spec, bundle.lookback, DataQuality(gap, gap), bundle.history)
+    idle = int(fields["idle_minutes"].default * 60_000)
+    quality = DataQuality(gap, gap, fields["min_sensor_share"].default, idle)
+    return MachineWindows(bundle.spec, bundle.lookback, quality, bundle.history)
 
 
 def run(model: Model, windows: MachineWindows, batches: list[list[BenchMessage]]) -> float:

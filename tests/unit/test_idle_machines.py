@@ -171,3 +171,31 @@ def test_a_batch_holding_a_machine_before_and_after_its_idle_time_decides_as_row
     one_by_one = alerts(1)
     assert [status for _, status in one_by_one].count("open") == 3  # A twice, B once
     assert alerts(len(messages)) == alerts(7) == one_by_one
+
+
+def _first_idle_row(w: MachineWindows, rows: list[Row], partitions: list[int]) -> int | None:
+    """The cut by its definition, one row at a time."""
+    progress, last = dict(w.progress), {}
+    for i, (r, partition) in enumerate(zip(rows, partitions, strict=True)):
+        now = max(progress.get(partition, -1), r.ts_ms)
+        before = last.get(r.machine_id)
+        if before is not None and now - before > IDLE:
+            return i
+        last[r.machine_id] = max(r.ts_ms, -1 if before is None else before)
+        progress[partition] = now
+    return None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_batch_is_cut_at_the_first_row_whose_machine_went_idle_within_it(seed):
+    rng = random.Random(seed)
+    w = windows()
+    w.progress = {0: rng.randrange(0, 50) * MIN, 1: rng.randrange(0, 50) * MIN}
+    rows, partitions = [], []
+    for _ in range(rng.randrange(2, 60)):
+        machine = rng.randrange(6)
+        # Odd seeds spread rows over 300 minutes (cuts likely), even seeds over 60 (none).
+        spread = rng.choice([0, 1, 30, 95, 200]) + rng.random() * 100 if seed % 2 else 0.0
+        rows.append(row(f"M{machine}", spread + rng.random() * 60))
+        partitions.append(machine % 2)
+    assert w.idle_cut(rows, partitions) == _first_idle_row(w, rows, partitions)
