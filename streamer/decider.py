@@ -200,9 +200,10 @@ class Decider:
                 resumed.add(key)
             if state.calibration is not None:
                 states[key] = state.calibration
-        for k in [k for k, key in enumerate(keys) if key in resumed] if resumed else ():
-            state = self.machines[keys[k]]
-            if state.calibrated_through < 0:
+        # A resumed machine's rows up to its checkpoint are in its histogram already.
+        for k, key in enumerate(keys if resumed else ()):
+            state = self.machines[key]
+            if key not in resumed or state.calibrated_through < 0:
                 continue
             if offsets is not None and offsets[k] <= state.calibrated_through:
                 scores[k] = math.nan

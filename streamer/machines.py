@@ -248,11 +248,8 @@ class MachineWindows:
         the same partition, not idle, each row complete, finite, no break, in order and
         within the gap. Their rows need no rule applied one at a time."""
         n = len(rows)
-        codes_of: dict[str, int] = {}
-        codes = np.fromiter(
-            (codes_of.setdefault(row.machine_id, len(codes_of)) for row in rows), np.int64, n
-        )
-        held = [self.machines.get(name) for name in codes_of]
+        codes, names = _machine_codes(rows)
+        held = [self.machines.get(name) for name in names]
         last = np.fromiter((-1 if m is None else m.last_ts for m in held), np.int64, len(held))
         home = np.fromiter((-1 if m is None else m.partition for m in held), np.int64, len(held))
         order = np.argsort(codes, kind="stable")
@@ -266,15 +263,9 @@ class MachineWindows:
         fine &= times - before <= self.quality.max_gap_ms
         idle_ms = self.quality.idle_ms
         if idle_ms is not None:
-            # The newest time each row's partition can have reached by it: a machine not
-            # idle by that is not idle by the partition's real clock either.
-            reach = np.empty(n, np.int64)
-            for partition in np.unique(parts).tolist():
-                mine = parts == partition
-                reach[mine] = np.maximum.accumulate(
-                    np.maximum(ts[mine], self.progress.get(partition, -1))
-                )
-            fine &= reach[order] - before <= idle_ms
+            # Each row's partition clock, counting every row: a machine not idle by it is
+            # not idle by the partition's real clock (accepted rows only) either.
+            fine &= self._clock(ts, parts)[order] - before <= idle_ms
         starts = np.flatnonzero(first)
         good = np.logical_and.reduceat(fine, starts) if n else np.zeros(0, bool)
         return _Steady(order, starts, good, held, code, self.lookback)
@@ -382,21 +373,11 @@ class MachineWindows:
         if idle_ms is None or n < 2:
             return None
         ts = np.fromiter((row.ts_ms for row in rows), np.int64, n)
-        parts = np.asarray(partitions, np.int64).reshape(n)
-        # Each row's partition clock as of it: its partition's newest time so far.
-        now = np.empty(n, np.int64)
-        for partition in np.unique(parts).tolist():
-            mine = parts == partition
-            now[mine] = np.maximum.accumulate(
-                np.maximum(ts[mine], self.progress.get(partition, -1))
-            )
+        now = self._clock(ts, np.asarray(partitions, np.int64).reshape(n))
         # Each row's machine's newest earlier time in the batch (-1: its first row). Times
         # lie below 2**43 ms, so lifting each machine's by 2**43 per machine keeps one
         # running maximum from reaching across machines.
-        codes_of: dict[str, int] = {}
-        codes = np.fromiter(
-            (codes_of.setdefault(row.machine_id, len(codes_of)) for row in rows), np.int64, n
-        )
+        codes, _ = _machine_codes(rows)
         order = np.argsort(codes, kind="stable")
         lift = codes[order] << 43
         newest = np.maximum.accumulate(ts[order] + lift) - lift
@@ -405,6 +386,17 @@ class MachineWindows:
         before[order[1:][same]] = newest[:-1][same]
         found = np.flatnonzero((before >= 0) & (now - before > idle_ms))
         return int(found[0]) if len(found) else None
+
+    def _clock(self, ts: np.ndarray, parts: np.ndarray) -> np.ndarray:
+        """Each row's partition clock as of it, as if every row before it (and it) counted:
+        the newest of its partition's time before the batch and the rows' times so far."""
+        clock = np.empty(len(ts), np.int64)
+        for partition in np.unique(parts).tolist():
+            mine = parts == partition
+            clock[mine] = np.maximum.accumulate(
+                np.maximum(ts[mine], self.progress.get(partition, -1))
+            )
+        return clock
 
     def _idle(self, last_ts: int, partition: int, ts_ms: int = -1) -> bool:
         """Whether a machine last seen at ``last_ts`` is idle on its partition's clock, as
@@ -417,6 +409,16 @@ class MachineWindows:
     def warming(self) -> int:
         """Machines whose window is not yet full."""
         return sum(1 for s in self.machines.values() if s.count < self.lookback)
+
+
+def _machine_codes(rows: Sequence[Row]) -> tuple[np.ndarray, list[str]]:
+    """Each row's machine as a number (0, 1, ... in order of first appearance), and the
+    machines in that order."""
+    codes_of: dict[str, int] = {}
+    codes = np.fromiter(
+        (codes_of.setdefault(row.machine_id, len(codes_of)) for row in rows), np.int64, len(rows)
+    )
+    return codes, list(codes_of)
 
 
 def _row_ts(checkpoint: Checkpoint) -> int:

@@ -43,17 +43,23 @@ class Scorer:
             raise BundleError(f"the model takes windows of {steps} rows, not {lookback}")
         self.lookback, self.width = lookback, int(width)
         self._tensor = tf.constant
-        # Traced once here; calling the concrete function skips tf.function's per-call
-        # dispatch, which costs as much as the model itself on batches of a few hundred.
-        self._reconstruct = {
-            size: tf.function(
-                lambda x: model(x, training=False)[:, -1, :],
-                input_signature=[
-                    tf.TensorSpec(shape=(size, self.lookback, self.width), dtype=tf.float32)
-                ],
+        self._traced: dict[int, Any] = {}
+        self._function(batch_size)  # a model that cannot trace is refused here
+
+    def _function(self, size: int) -> Any:
+        """The model on batches of ``size`` windows, traced on first use. Calling the
+        concrete function skips tf.function's per-call dispatch, which costs as much as the
+        model itself on batches of a few hundred; the long blocks' function is traced only
+        once a batch needs it."""
+        traced = self._traced.get(size)
+        if traced is None:
+            tf = quiet_tf.tensorflow()
+            spec = tf.TensorSpec(shape=(size, self.lookback, self.width), dtype=tf.float32)
+            model = self.model
+            traced = self._traced[size] = tf.function(
+                lambda x: model(x, training=False)[:, -1, :], input_signature=[spec]
             ).get_concrete_function()
-            for size in (batch_size, batch_size * BLOCKS)
-        }
+        return traced
 
     @classmethod
     def load(cls, model_path: Path, lookback: int, batch_size: int = BATCH_ROWS) -> Scorer:
@@ -89,7 +95,7 @@ class Scorer:
                 chunk = np.concatenate(
                     [chunk, np.zeros((size - rows, *chunk.shape[1:]), np.float32)]
                 )
-            out[start : start + rows] = self._reconstruct[size](self._tensor(chunk)).numpy()[:rows]
+            out[start : start + rows] = self._function(size)(self._tensor(chunk)).numpy()[:rows]
             start += rows
         return out
 
